@@ -1,0 +1,49 @@
+# drmm-lightning: `make help` lists the targets. Every target that runs Python sets up
+# .venv first (create, install torch pins, install the package with its dev extras).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+ARGS ?=
+TABLE ?= 1
+export DRMM_DATA_DIR ?= $(abspath ../shared/data)
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test test-fast table bench lint clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_PINS)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the package with its dev extras
+
+train: $(STAMP) ## train the default experiment (drmm5, semi-sup MNIST, N_L=100); extra overrides: ARGS="..."
+	$(BIN)/drmm-train $(ARGS)
+
+test: $(STAMP) ## run the whole test suite
+	$(BIN)/python -m pytest tests $(ARGS)
+
+test-fast: $(STAMP) ## the test suite without the slow end-to-end runs
+	$(BIN)/python -m pytest tests -m "not slow" $(ARGS)
+
+table: $(STAMP) ## reproduce a paper table on this machine: TABLE=1|3|4|5, ARGS="budget=..."
+	$(BIN)/python scripts/reproduce.py table=$(TABLE) $(ARGS)
+
+bench: $(STAMP) ## speed benchmarks: one training step (DRMM vs CNN) and the data pipeline
+	$(BIN)/python scripts/bench_step.py $(ARGS)
+	$(BIN)/python scripts/bench_data.py $(ARGS)
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check drmm_lightning scripts tests
+
+clean: ## remove caches and build files (keeps .venv and outputs/)
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

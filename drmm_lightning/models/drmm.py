@@ -1,0 +1,160 @@
+"""The Deep Rendering Mixture Model: a stack of rendering layers under class templates.
+
+Generation (Eqs. 5-7):  c ~ Cat(pi),  I = sigma^2 * Lambda_g^(1) ... Lambda_g^(L) mu_c + noise.
+Bottom-up E-step (Eqs. 8-9, 34/41): a CNN forward pass, c_hat = argmax_c <mu_c, I^(L)> + b_c.
+Top-down E-step (Eqs. 35-36): render the template mu_c back through the inferred switches.
+
+The class templates mu_c are tied to the classifier: mu_c is row c of its weight (the logit of
+class c is <mu_c, I^(L)> + b_c, Eq. 41), so rendering mu_c gives d logit_c / d I up to sigma^2.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .layer import LayerSpec, RenderingLayer, Switches
+
+
+@dataclass
+class Inference:
+    """Result of the bottom-up E-step: class logits, top feature map and per-layer switches."""
+
+    logits: Tensor  # (B, C)
+    features: Tensor  # I^(L), the top feature map (B, K, H, W)
+    switches: list[Switches]  # one per layer, bottom to top
+    code: Tensor | None = None  # factor models: posterior mean of the top latent z (B, d)
+
+    def select(self, rows: slice) -> Inference:
+        """The inference of a sub-batch (e.g. the unlabeled half of a joint batch)."""
+        if rows == slice(0, len(self.logits)):
+            return self
+        code = None if self.code is None else self.code[rows]
+        switches = [s.select(rows) for s in self.switches]
+        return Inference(self.logits[rows], self.features[rows], switches, code)
+
+
+@dataclass
+class Rendering:
+    """Result of the top-down E-step."""
+
+    image: Tensor  # the rendered image I_hat = sigma^2 * z^(0), same shape as the input
+    templates: list[Tensor]  # intermediate rendered templates z^(L), ..., z^(1), top first
+
+
+def check_stack(specs: Sequence[LayerSpec], in_channels: int, image_size: int) -> list[int]:
+    """Validate a layer list for an input of (in_channels, image_size, image_size).
+
+    Returns the spatial size after each layer; raises a ValueError naming the offending layer.
+    """
+    if not specs:
+        raise ValueError("A DRMM needs at least one rendering layer; got an empty layer list.")
+    sizes, channels, size = [], in_channels, image_size
+    for i, spec in enumerate(specs, start=1):
+        k = spec.kernel_size
+        name = f"layer {i} ({spec.out_channels} {k}x{k} {spec.padding}, pool {spec.pool})"
+        spec.validate(name)
+        if spec.in_channels != channels:
+            raise ValueError(
+                f"{name}: expects {spec.in_channels} input channels but the layer below gives "
+                f"{channels}; channel counts must chain."
+            )
+        size_in = size
+        conv, size = spec.output_size(size)
+        if conv < 1 or size < 1:
+            raise ValueError(
+                f"{name}: shrinks its {size_in}x{size_in} input below 1x1 (conv output {conv}, "
+                f"after pooling {size}); use 'same' or 'full' padding or a larger input."
+            )
+        if spec.pool == "max" and conv < 2:
+            raise ValueError(f"{name}: a 2x2 max-pool needs a map of at least 2x2, got {conv}.")
+        sizes.append(size)
+        channels = spec.out_channels
+    return sizes
+
+
+class DRMM(nn.Module):
+    """Deep Rendering Mixture Model with class templates tied to a linear classifier."""
+
+    def __init__(
+        self,
+        specs: Sequence[LayerSpec],
+        num_classes: int,
+        image_size: int,
+        nonneg_render: bool = False,
+    ) -> None:
+        super().__init__()
+        sizes = check_stack(specs, specs[0].in_channels if specs else 0, image_size)
+        self.in_channels = specs[0].in_channels
+        self.image_size = image_size
+        self.num_classes = num_classes
+        self.feature_shape = (specs[-1].out_channels, sizes[-1], sizes[-1])
+        # NN-DRMM (Section 3.2): a ReLU on the intermediate rendered templates z^(l) >= 0.
+        self.nonneg_render = nonneg_render
+        self.layers = nn.ModuleList(RenderingLayer(s) for s in specs)
+        # Pixel noise variance sigma^2 (Eq. 7). The bottom-up weights are natural parameters
+        # w = mu / sigma^2 (Section 3.1), so the rendered image is sigma^2 times the adjoint.
+        self.log_sigma2 = nn.Parameter(torch.zeros(()))
+        self.classifier = self.make_top(num_classes)
+
+    @property
+    def top_dim(self) -> int:
+        """Number of units in the top feature map I^(L)."""
+        return math.prod(self.feature_shape)
+
+    def make_top(self, num_classes: int) -> nn.Linear:
+        """The classifier whose rows are the class templates mu_c (Eq. 41)."""
+        return nn.Linear(self.top_dim, num_classes)
+
+    # ----- bottom-up ---------------------------------------------------------------------------
+    def bottom_up(self, x: Tensor) -> tuple[Tensor, list[Switches]]:
+        """Fine-to-coarse pass through the rendering layers (Eq. 9): I^(L) and all switches."""
+        switches = []
+        for layer in self.layers:
+            x, sw = layer.bottom_up(x)
+            switches.append(sw)
+        return x, switches
+
+    def infer(self, x: Tensor) -> Inference:
+        """Bottom-up E-step: class logits (Eq. 41) and the switches of every layer."""
+        features, switches = self.bottom_up(x)
+        return Inference(self.classifier(features.flatten(1)), features, switches)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class logits; the same numbers as a plain CNN holding the same weights."""
+        return self.infer(x).logits
+
+    # ----- top-down ----------------------------------------------------------------------------
+    def class_rows(self, classes: Tensor) -> Tensor:
+        """Rows of the classifier weight for a LongTensor of classes (hard E-step), or their
+        posterior-weighted mixture sum_c p(c|I) w_c for a (B, C) probability matrix (soft)."""
+        weight = self.classifier.weight
+        if classes.dtype == torch.long:
+            return weight[classes]
+        return classes.to(weight.dtype) @ weight
+
+    def templates(self, classes: Tensor) -> Tensor:
+        """Class templates mu_c (Eq. 41), shaped like the top feature map I^(L)."""
+        return self.class_rows(classes).view(-1, *self.feature_shape)
+
+    def top_template(self, inference: Inference, classes: Tensor | None) -> Tensor:
+        """z^(L) to render from: mu_c of the given classes, else of the inferred class (Eq. 34)."""
+        if classes is None:
+            classes = inference.logits.argmax(dim=1)
+        return self.templates(classes)
+
+    def render(self, inference: Inference, classes: Tensor | None = None) -> Rendering:
+        """Top-down E-step (Eqs. 35-36): render z^(L) down to the image through the switches."""
+        z = self.top_template(inference, classes)
+        templates = []
+        for layer, sw in zip(reversed(self.layers), reversed(inference.switches)):
+            if self.nonneg_render:
+                z = F.relu(z)
+            templates.append(z)
+            z = layer.render(z, sw)
+        return Rendering(self.log_sigma2.exp() * z, templates)

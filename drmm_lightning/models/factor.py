@@ -1,0 +1,79 @@
+"""Rendering Factor Models (RFM, DRFM): the DRMM with a Gaussian top latent (Section 3.2).
+
+Generation: z ~ N(0, I_d), I^(L) = Lambda_top z + N(0, sigma_top^2), then rendered down as in
+the DRMM. Inference keeps the DRMM's bottom-up pass for the switches and replaces the argmax over
+classes by the exact Gaussian posterior of z given the top features (the factor-analysis E-step):
+
+    S = (I + Lambda^T Lambda / sigma^2)^-1,   m = S Lambda^T f / sigma^2
+      = (sigma^2 I + Lambda^T Lambda)^-1 Lambda^T f          (a d x d solve)
+
+Classification is a softmax on m; rendering starts from a latent code through Lambda_top.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .drmm import DRMM, Inference
+from .layer import LayerSpec
+
+
+class DRFM(DRMM):
+    """Deep Rendering Factor Model; with one rendering layer it is the shallow RFM."""
+
+    def __init__(
+        self,
+        specs: Sequence[LayerSpec],
+        num_classes: int,
+        image_size: int,
+        factor_dim: int = 64,
+        nonneg_render: bool = False,
+    ) -> None:
+        if factor_dim < 1:
+            raise ValueError(f"factor_dim must be >= 1, got {factor_dim}.")
+        self.factor_dim = factor_dim
+        super().__init__(specs, num_classes, image_size, nonneg_render)
+        self.loadings = nn.Parameter(
+            torch.randn(self.top_dim, factor_dim) / math.sqrt(self.top_dim)
+        )
+        self.log_sigma2_top = nn.Parameter(torch.zeros(()))
+
+    def make_top(self, num_classes: int) -> nn.Linear:
+        """Softmax regression on the posterior mean of z."""
+        return nn.Linear(self.factor_dim, num_classes)
+
+    def solve_precision(self, rhs: Tensor) -> Tensor:
+        """Solve (sigma^2 I + Lambda^T Lambda) x = rhs for each row of rhs (B, d)."""
+        lam = self.loadings
+        eye = torch.eye(self.factor_dim, dtype=lam.dtype, device=lam.device)
+        chol = torch.linalg.cholesky(self.log_sigma2_top.exp() * eye + lam.T @ lam)
+        return torch.cholesky_solve(rhs.T, chol).T
+
+    def posterior_mean(self, features: Tensor) -> Tensor:
+        """E[z | I^(L)]: the factor-analysis E-step for flattened top features (B, D)."""
+        return self.solve_precision(features @ self.loadings)
+
+    def infer(self, x: Tensor) -> Inference:
+        """Bottom-up switches as in the DRMM, then the Gaussian posterior mean of z and logits."""
+        features, switches = self.bottom_up(x)
+        code = self.posterior_mean(features.flatten(1))
+        return Inference(self.classifier(code), features, switches, code)
+
+    def render_code(self, code: Tensor) -> Tensor:
+        """Lambda_top z, shaped like the top feature map."""
+        return (code @ self.loadings.T).view(-1, *self.feature_shape)
+
+    def templates(self, classes: Tensor) -> Tensor:
+        """What the class-c logit matches against in the top map: Lambda (sigma^2 I +
+        Lambda^T Lambda)^-1 v_c, the rendering of the latent code that class c reads."""
+        return self.render_code(self.solve_precision(self.class_rows(classes)))
+
+    def top_template(self, inference: Inference, classes: Tensor | None) -> Tensor:
+        """z^(L): the class template when classes are given, else Lambda_top E[z | I]."""
+        if classes is None:
+            return self.render_code(inference.code)
+        return self.templates(classes)
