@@ -1,0 +1,1 @@
+"""Command-line entry points (Hydra): drmm-train and drmm-eval."""

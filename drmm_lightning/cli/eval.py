@@ -1,0 +1,59 @@
+"""drmm-eval: test a checkpoint on the official test split of the data it was trained on.
+
+drmm-eval ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt
+drmm-eval ckpt_path=last                      # the newest last.ckpt of any drmm-train run
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from ..training import DRMMLitModule
+from .checkpoints import find_checkpoint, read_checkpoint
+from .config import CONF_DIR, check_overrides
+from .wiring import as_floats, build_loggers, finish_loggers, print_config, summary
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test the checkpoint `cfg.ckpt_path`; returns the test metrics."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    ckpt = find_checkpoint(cfg.ckpt_path, cfg.paths.log_dir, "train")
+    saved = read_checkpoint(ckpt)
+    run_config = saved.get("run_config") or {}
+    if "data" not in run_config:
+        raise ValueError(f"Checkpoint {ckpt} records no data config; was it written by drmm-train?")
+    data_cfg = OmegaConf.merge(run_config["data"], cfg.get("data") or {})
+    data_cfg.index_dir = cfg.paths.output_dir
+    datamodule = hydra.utils.instantiate(data_cfg)
+    model = DRMMLitModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
+    loggers = build_loggers(cfg, {})
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False)
+    try:
+        trainer.test(model, datamodule=datamodule)
+    finally:
+        finish_loggers(loggers)
+    metrics = as_floats(trainer.callback_metrics)
+    summary(cfg, metrics, 0.0)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    if cfg.get("print_config"):
+        print_config(cfg)
+    return evaluate(cfg).get("test/acc")
+
+
+def main() -> None:
+    """Console entry point."""
+    check_overrides(sys.argv[1:])
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""drmm-train: build data, model, callbacks, loggers and trainer from the config, fit, test.
+
+drmm-train                                   # the default experiment
+drmm-train model=drmm2 regime=sup data.num_labeled=600
+drmm-train experiment=paper/table1_drmm5_semi_sup_100 seed=1,2,3 -m
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from typing import Any
+
+import hydra
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from ..training import DRMMLitModule, EGObjective
+from .checkpoints import check_same_model, find_checkpoint, read_checkpoint
+from .config import CONF_DIR, check_overrides
+from .wiring import (
+    as_floats,
+    build_callbacks,
+    build_loggers,
+    finish_loggers,
+    print_config,
+    rank_zero_print,
+    summary,
+)
+
+
+def build_datamodule(cfg: DictConfig, regime: str) -> L.LightningDataModule:
+    """The DataModule of `cfg.data`, serving `regime`'s streams."""
+    return hydra.utils.instantiate(cfg.data, regime=regime)
+
+
+def build_module(cfg: DictConfig, datamodule: Any) -> DRMMLitModule:
+    """The LightningModule of `cfg.model` for the data's shape, with `cfg.objective`."""
+    return hydra.utils.instantiate(
+        cfg.model,
+        in_channels=datamodule.in_channels,
+        num_classes=datamodule.num_classes,
+        image_size=datamodule.image_size,
+        objective=OmegaConf.to_container(cfg.objective, resolve=True),
+        _convert_="partial",
+    )
+
+
+def phases(cfg: DictConfig) -> list[tuple[str, int]]:
+    """(data regime, last epoch) of each fit: one phase, or two for unsupervised pre-training."""
+    epochs = cfg.trainer.max_epochs
+    if cfg.regime.name == "unsup_pretr":
+        pre = cfg.regime.pretrain_epochs
+        return [("unsup", pre), ("sup", pre + epochs)]
+    return [(cfg.regime.name, epochs)]
+
+
+def checkpoint_dir(cfg: DictConfig, regime: str) -> str:
+    """Where a phase's checkpoints go: checkpoints/, or checkpoints/pretrain/ for phase 1."""
+    base = f"{cfg.paths.output_dir}/checkpoints"
+    return f"{base}/pretrain" if cfg.regime.name == "unsup_pretr" and regime == "unsup" else base
+
+
+REGIMES = ("sup", "unsup_pretr", "semi_sup")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Reject bad settings before any data is loaded (one clear ValueError)."""
+    if cfg.regime.name not in REGIMES:
+        raise ValueError(f"Unknown regime {cfg.regime.name!r}; valid: {', '.join(REGIMES)}.")
+    if cfg.regime.pretrain_epochs < 0 or cfg.trainer.max_epochs < 0:
+        raise ValueError("regime.pretrain_epochs and trainer.max_epochs must be >= 0.")
+    EGObjective.from_config(OmegaConf.to_container(cfg.objective, resolve=True))
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit (and test) the configured experiment; returns every logged metric as a float."""
+    start = time.time()
+    validate(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    ckpt = find_checkpoint(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name)
+    saved = read_checkpoint(ckpt) if ckpt else {}
+    done = saved["epoch"] + 1 if saved else 0  # epochs the checkpoint completed
+    plan = [p for p in phases(cfg) if p[1] > done] or phases(cfg)[-1:]
+
+    datamodule = build_datamodule(cfg, plan[0][0])
+    model = build_module(cfg, datamodule)
+    if ckpt:
+        check_same_model(saved, dict(model.hparams), ckpt)
+        rank_zero_print(f"[drmm] resuming from {ckpt} (epoch {done})")
+    model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    loggers = build_loggers(cfg, saved.get("logger_ids", {}))
+    callbacks = build_callbacks(cfg, datamodule, checkpoint_dir(cfg, plan[0][0]))
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False
+    )
+    for logger in loggers:
+        logger.log_hyperparams(model.run_config)
+
+    metrics: dict[str, float] = {}
+    try:
+        for i, (regime, last_epoch) in enumerate(plan if cfg.get("train", True) else []):
+            if i > 0:  # phase 2 of unsup_pretr: same weights, new data regime and checkpoints
+                kept = [cb for cb in trainer.callbacks if not isinstance(cb, ModelCheckpoint)]
+                new = build_callbacks(
+                    cfg, datamodule, checkpoint_dir(cfg, regime), "model_checkpoint"
+                )
+                trainer.callbacks = kept + new
+            datamodule.set_regime(regime)
+            trainer.fit_loop.max_epochs = last_epoch
+            resume = str(ckpt) if ckpt and i == 0 else None
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=False)
+            metrics.update(as_floats(trainer.callback_metrics))
+        if cfg.get("test", True):
+            best = (
+                trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            )
+            use_best = cfg.get("test_ckpt", "best") == "best" and best and cfg.get("train", True)
+            ckpt_path = best if use_best else None
+            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+            metrics.update(as_floats(trainer.callback_metrics))
+    finally:
+        finish_loggers(loggers)
+    summary(cfg, metrics, time.time() - start)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    if cfg.get("print_config"):
+        print_config(cfg)
+    metrics = train(cfg)
+    metric = cfg.get("optimized_metric")
+    if metric and metric not in metrics:
+        warnings.warn(
+            f"optimized_metric {metric!r} was not logged; logged: {sorted(metrics)}.", stacklevel=1
+        )
+    return metrics.get(metric) if metric else None
+
+
+def main() -> None:
+    """Console entry point: check group overrides, then hand over to Hydra."""
+    check_overrides(sys.argv[1:])
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

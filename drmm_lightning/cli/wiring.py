@@ -1,0 +1,86 @@
+"""Config-to-object helpers shared by drmm-train and drmm-eval."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import hydra
+import lightning as L
+from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+
+@rank_zero_only
+def rank_zero_print(*args: Any) -> None:
+    """print() on the global rank-zero process only."""
+    print(*args, flush=True)
+
+
+@rank_zero_only
+def print_config(cfg: DictConfig) -> None:
+    """Print the composed config as YAML (rank zero only)."""
+    print(OmegaConf.to_yaml(cfg, resolve=False), flush=True)
+
+
+def has_validation(datamodule: Any) -> bool:
+    """Whether the data has a validation split (else checkpoints cannot monitor val/acc)."""
+    return getattr(datamodule, "val_size", 0) > 0
+
+
+def build_callbacks(
+    cfg: DictConfig, datamodule: Any, checkpoint_dir: str, only: str | None = None
+) -> list[L.Callback]:
+    """Instantiate the callbacks of `cfg.callbacks` (or just the one named `only`)."""
+    callbacks = []
+    for name, conf in (cfg.get("callbacks") or {}).items():
+        if not isinstance(conf, DictConfig) or "_target_" not in conf or only not in (None, name):
+            continue
+        if name == "model_checkpoint":
+            conf = conf.copy()
+            with open_dict(conf):
+                conf.dirpath = checkpoint_dir
+                if not has_validation(datamodule):
+                    conf.monitor = None  # nothing to rank checkpoints by: keep the last one
+        callbacks.append(hydra.utils.instantiate(conf))
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig, logger_ids: dict[str, str]) -> list[Logger]:
+    """Instantiate `cfg.logger`; a resumed W&B run continues under the id its checkpoint saved."""
+    loggers = []
+    for name, conf in (cfg.get("logger") or {}).items():
+        if not isinstance(conf, DictConfig) or "_target_" not in conf:
+            continue
+        if name == "wandb" and logger_ids.get("wandb") and conf.get("id") is None:
+            conf = conf.copy()
+            conf.id = logger_ids["wandb"]
+        loggers.append(hydra.utils.instantiate(conf))
+    return loggers
+
+
+def finish_loggers(loggers: list[Logger]) -> None:
+    """Close W&B runs so the next job of a multirun starts its own (wandb issue #1314)."""
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
+        import wandb
+
+        wandb.finish()
+
+
+def as_floats(metrics: dict[str, Any]) -> dict[str, float]:
+    """Logged metrics (tensors) as plain floats."""
+    return {k: float(v) for k, v in metrics.items()}
+
+
+@rank_zero_only
+def summary(cfg: DictConfig, metrics: dict[str, float], seconds: float) -> None:
+    """Print the run's headline numbers and where its files are."""
+    keys = ["test/error", "test/acc", "test/reconstruction", "val/acc_best", "train/loss"]
+    shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics)
+    out = cfg.paths.output_dir
+    print(
+        f"\n[drmm] {shown or 'no metrics'} | wall time {seconds / 60:.1f} min | run dir {out}",
+        file=sys.stdout,
+        flush=True,
+    )

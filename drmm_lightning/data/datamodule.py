@@ -1,0 +1,321 @@
+"""The LightningDataModule: the labeled and unlabeled streams of each regime, sharded, preprocessed on device."""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from drmm_lightning.data.datasets import check_name, load_dataset
+from drmm_lightning.data.images import ImageData, LabeledImages, StreamBatches, UnlabeledImages
+from drmm_lightning.data.root import resolve_data_root
+from drmm_lightning.data.samplers import ShardedSampler, StreamSampler
+from drmm_lightning.data.splits import (
+    INDEX_FILE,
+    Split,
+    SplitConfig,
+    check_num_labeled,
+    draw_split,
+    read_record,
+    save_record,
+    split_from_record,
+    split_to_record,
+)
+from drmm_lightning.data.transforms import BatchTransform
+
+REGIMES: dict[str, tuple[str, ...]] = {
+    "sup": ("labeled",),
+    "unsup": ("unlabeled",),
+    "semi_sup": ("labeled", "unlabeled"),
+}
+
+
+class DRMMDataModule(L.LightningDataModule):
+    """Training batches are dicts {"labeled": (x, y), "unlabeled": x} of the regime's streams; eval batches (x, y).
+
+    Batch sizes are global (images per optimizer step) and split evenly across DDP ranks, which this
+    module reads from its trainer: build the Trainer with use_distributed_sampler=False. The
+    unlabeled stream, when present, defines the epoch, and the labeled images are re-drawn as often
+    as it needs. Settings that need a word:
+
+    - path: image_folder's folder (holding train/ and test/), relative to the data root or absolute.
+    - num_labeled: N_L, num_labeled / C per class; equal to the whole pool, it labels every image.
+    - num_unlabeled: caps N_U (default: every training image outside the validation split).
+    - epoch_size: images of the defining stream per epoch (default: that stream's size).
+    - augment: None takes the data set's default (off for MNIST-like sets, on for CIFAR and
+      folders); max_shift and hflip say which augmentations it turns on.
+    - mean, std: per-channel normalisation; None takes the data set's default.
+    - index_dir: the run directory; the split is saved there and read back on resume.
+    - data: pre-built (train, test) images to serve instead of loading `name` (whose
+      preprocessing defaults still apply), e.g. for tests.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        root: str | os.PathLike | None = None,
+        path: str | os.PathLike | None = None,
+        num_labeled: int = 100,
+        num_unlabeled: int | None = None,
+        val_size: int = 0,
+        labeled_batch_size: int = 100,
+        unlabeled_batch_size: int = 100,
+        eval_batch_size: int = 500,
+        epoch_size: int | None = None,
+        seed: int = 0,
+        regime: str = "semi_sup",
+        augment: bool | None = None,
+        max_shift: int = 4,
+        hflip: bool = True,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        num_workers: int = 0,
+        index_dir: str | os.PathLike | None = None,
+        download: bool = True,
+        data: tuple[ImageData, ImageData] | None = None,
+    ) -> None:
+        super().__init__()
+        spec = check_name(name)
+        if (name == "image_folder") != (path is not None):
+            raise ValueError(
+                f"data set '{name}' got path={path!r}: a path (the folder holding train/ and "
+                f"test/) is needed by image_folder and used by no other data set."
+            )
+        _check_at_least(
+            1,
+            labeled_batch_size=labeled_batch_size,
+            unlabeled_batch_size=unlabeled_batch_size,
+            eval_batch_size=eval_batch_size,
+            epoch_size=epoch_size,
+            num_unlabeled=num_unlabeled,
+        )
+        _check_at_least(0, val_size=val_size, num_workers=num_workers, max_shift=max_shift)
+        if (mean is None) != (std is None):
+            raise ValueError("mean and std go together: give both (per channel) or neither.")
+        num_classes = len(data[0].class_names) if data is not None else spec.num_classes
+        if num_classes is not None:
+            check_num_labeled(num_labeled, num_classes, name)
+        self.name, self.num_labeled, self.val_size = name, num_labeled, val_size
+        self.num_unlabeled = num_unlabeled
+        self.batch_sizes = {"labeled": labeled_batch_size, "unlabeled": unlabeled_batch_size}
+        self.eval_batch_size, self.epoch_size, self.seed = eval_batch_size, epoch_size, seed
+        self.num_workers, self.download = num_workers, download
+        self.index_dir = None if index_dir is None else Path(index_dir)
+        root_dir = resolve_data_root(root)
+        self.location = root_dir if path is None else root_dir / Path(path).expanduser()
+        augment = spec.augment if augment is None else augment
+        self.transform = BatchTransform(
+            mean=tuple(mean) if mean is not None else spec.mean,
+            std=tuple(std) if std is not None else spec.std,
+            max_shift=max_shift if augment else 0,
+            hflip=hflip and augment,
+        )
+        self.set_regime(regime)
+        self._data = data
+        self._split: Split | None = None
+        self._record: dict | None = None
+
+    def set_regime(self, regime: str) -> None:
+        """Serve the streams of `regime` (sup, unsup or semi_sup) from the next train_dataloader on."""
+        if regime not in REGIMES:
+            raise ValueError(f"Unknown regime '{regime}'. Valid regimes: {', '.join(REGIMES)}.")
+        self.regime = regime
+
+    # ---- data and split, loaded lazily and cached ---------------------------------------------------
+
+    @property
+    def train_data(self) -> ImageData:
+        """The whole training split in memory (labels included: only the DataModule reads them)."""
+        return self._datasets()[0]
+
+    @property
+    def test_data(self) -> ImageData:
+        """The official test split in memory."""
+        return self._datasets()[1]
+
+    @property
+    def num_classes(self) -> int:
+        """The number of classes C."""
+        return len(self.class_names)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The class names, in label order."""
+        return self.train_data.class_names
+
+    @property
+    def in_channels(self) -> int:
+        """Channels per image (1 for MNIST, 3 for CIFAR-10)."""
+        return self.train_data.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        """Image height and width (square images)."""
+        return self.train_data.images.shape[-1]
+
+    @property
+    def labeled_indices(self) -> Tensor:
+        """Indices into the training set of the N_L labeled images (sorted)."""
+        return self.split.labeled
+
+    @property
+    def split(self) -> Split:
+        """The labeled, unlabeled and validation indices: saved ones from index_dir, else drawn from seed."""
+        if self._split is None:
+            saved = read_record(self.index_dir) if self.index_dir is not None else None
+            if saved is not None:
+                self._adopt(saved, source=str(self.index_dir / INDEX_FILE))
+            else:
+                config, train = self._split_config(), self.train_data
+                fresh = draw_split(config, train.labels, train.class_names)
+                self._adopt(split_to_record(config, fresh), source="a fresh draw")
+        return self._split
+
+    def _datasets(self) -> tuple[ImageData, ImageData]:
+        if self._data is None:
+            self._data = load_dataset(self.name, self.location, self.download)
+        return self._data
+
+    def _split_config(self) -> SplitConfig:
+        return SplitConfig(
+            self.name, self.num_labeled, self.seed, self.val_size, self.num_unlabeled
+        )
+
+    def _adopt(self, record: dict, source: str) -> None:
+        """Use the split in `record` (checked against the settings) and save it to index_dir."""
+        self._split = split_from_record(record, self._split_config(), len(self.train_data), source)
+        self._record = record
+        if self.index_dir is not None and (self.trainer is None or self.trainer.local_rank == 0):
+            save_record(self.index_dir, record)
+
+    # ---- Lightning hooks ----------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        """Download the files if needed, and fill the decoded-image cache, once per machine."""
+        if self._data is None:
+            load_dataset(self.name, self.location, self.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the data, check the settings against it, and fix the split (read back on resume)."""
+        self._per_rank_batch_sizes()
+        if self.transform.mean is not None and len(self.transform.mean) != self.in_channels:
+            raise ValueError(
+                f"mean/std have {len(self.transform.mean)} values but '{self.name}' has "
+                f"{self.in_channels} channels: give one value per channel."
+            )
+        _ = self.split
+
+    def state_dict(self) -> dict:
+        """The split, so that it travels inside Lightning checkpoints."""
+        _ = self.split
+        return {"split": self._record}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Resume with the checkpoint's split (Lightning calls this after setup, before the loaders)."""
+        previous = self._split
+        self._adopt(state_dict["split"], source="the checkpoint")
+        if previous is not None and not previous.labeled.equal(self._split.labeled):
+            warnings.warn(
+                "The checkpoint's labeled split replaces the one read or drawn at setup.",
+                stacklevel=2,
+            )
+
+    def train_dataloader(self) -> DataLoader:
+        """One dict per step of this rank's share of each stream; the defining stream sets the epoch."""
+        rank, world = self._rank_and_world()
+        train, split, streams = self.train_data, self.split, REGIMES[self.regime]
+        datasets = {
+            "labeled": LabeledImages(train, split.labeled),
+            "unlabeled": UnlabeledImages(train.images, split.unlabeled),
+        }
+        lead = "unlabeled" if "unlabeled" in streams else "labeled"
+        epoch_images = self.epoch_size or len(datasets[lead])
+        steps = math.ceil(epoch_images / self.batch_sizes[lead])
+        per_rank = self._per_rank_batch_sizes()
+        samplers = {
+            name: ShardedSampler(
+                len(datasets[name]),
+                per_rank[name],
+                num_samples=epoch_images if name == lead else steps * self.batch_sizes[name],
+                seed=self.seed,
+                stream=name,
+                rank=rank,
+                world_size=world,
+            )
+            for name in streams
+        }
+        return self._loader(
+            StreamBatches({name: datasets[name] for name in streams}), StreamSampler(samplers)
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        """The validation split carved out of the training set; none (an empty list) if val_size is 0."""
+        if not self.val_size:
+            return []
+        return self._eval_loader(LabeledImages(self.train_data, self.split.val))
+
+    def test_dataloader(self) -> DataLoader:
+        """The whole official test split, in order, on every rank (so the error is exact)."""
+        return self._eval_loader(LabeledImages(self.test_data))
+
+    def on_after_batch_transfer(self, batch: dict | tuple, dataloader_idx: int) -> dict | tuple:
+        """uint8 to float32 on the batch's device, normalised; training batches (dicts) are augmented."""
+        if not isinstance(batch, dict):
+            images, labels = batch
+            return self.transform(images, train=False), labels
+        train = self.trainer is None or self.trainer.training
+        out = {}
+        if "labeled" in batch:
+            images, labels = batch["labeled"]
+            out["labeled"] = self.transform(images, train), labels
+        if "unlabeled" in batch:
+            out["unlabeled"] = self.transform(batch["unlabeled"], train)
+        return out
+
+    # ---- helpers ------------------------------------------------------------------------------------
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        """(global rank, world size) of the attached trainer; (0, 1) without one."""
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def _per_rank_batch_sizes(self) -> dict[str, int]:
+        """The regime's batch sizes on one rank; a ValueError if the world size does not divide them."""
+        world = self._rank_and_world()[1]
+        for stream in REGIMES[self.regime]:
+            if self.batch_sizes[stream] % world:
+                raise ValueError(
+                    f"{stream}_batch_size={self.batch_sizes[stream]} is not divisible by the world "
+                    f"size {world}: batch sizes are global (images per optimizer step) and are split "
+                    f"evenly across the ranks. Use a multiple of {world}."
+                )
+        return {stream: self.batch_sizes[stream] // world for stream in REGIMES[self.regime]}
+
+    def _eval_loader(self, dataset: LabeledImages) -> DataLoader:
+        return self._loader(
+            dataset, ShardedSampler(len(dataset), self.eval_batch_size, shuffle=False)
+        )
+
+    def _loader(self, dataset: Dataset, sampler: ShardedSampler | StreamSampler) -> DataLoader:
+        """Whole batches are fetched by index tensors, so the loader itself does no batching."""
+        return DataLoader(
+            dataset,
+            sampler=sampler,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+
+def _check_at_least(minimum: int, **values: int | None) -> None:
+    """A ValueError naming the first setting below `minimum` (None means unset and passes)."""
+    for key, value in values.items():
+        if value is not None and value < minimum:
+            raise ValueError(f"{key}={value} must be at least {minimum}.")

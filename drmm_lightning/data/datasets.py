@@ -1,0 +1,139 @@
+"""The named data sets: where their files are, how they load into memory, how they are preprocessed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torchvision import datasets as tv
+
+from drmm_lightning.data.image_folder import load_image_folder
+from drmm_lightning.data.images import ImageData
+from drmm_lightning.data.root import missing_files, network_available, not_found_error
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+_MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+_CIFAR10_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A named data set: its torchvision class, its files under the root, its preprocessing defaults."""
+
+    torchvision_class: type | None  # None: an ImageFolder tree given by a path, never downloaded
+    folder: str
+    files: tuple[str, ...]
+    host: str  # probed before a download so that an offline machine fails fast
+    num_classes: int | None  # None: known once the folder is read
+    mean: tuple[float, ...] | None  # None: pixels scaled to [0, 1] only, as in the authors' code
+    std: tuple[float, ...] | None
+    augment: bool
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "mnist": DatasetSpec(
+        torchvision_class=tv.MNIST,
+        folder="MNIST/raw",
+        files=_MNIST_FILES,
+        host=urlparse(tv.MNIST.mirrors[0]).hostname,
+        num_classes=10,
+        mean=None,
+        std=None,
+        augment=False,
+    ),
+    "fashion_mnist": DatasetSpec(
+        torchvision_class=tv.FashionMNIST,
+        folder="FashionMNIST/raw",
+        files=_MNIST_FILES,
+        host=urlparse(tv.FashionMNIST.mirrors[0]).hostname,
+        num_classes=10,
+        mean=None,
+        std=None,
+        augment=False,
+    ),
+    "cifar10": DatasetSpec(
+        torchvision_class=tv.CIFAR10,
+        folder=tv.CIFAR10.base_folder,
+        files=_CIFAR10_FILES,
+        host=urlparse(tv.CIFAR10.url).hostname,
+        num_classes=10,
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+        augment=True,
+    ),
+    "image_folder": DatasetSpec(
+        torchvision_class=None,
+        folder="",
+        files=("train/<class>/<image>", "test/<class>/<image>"),
+        host="",
+        num_classes=None,
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+        augment=True,
+    ),
+}
+
+
+def check_name(name: str) -> DatasetSpec:
+    """The spec of data set `name`; a ValueError listing the valid names if there is none."""
+    if name not in DATASETS:
+        raise ValueError(f"Unknown data set '{name}'. Valid names: {', '.join(sorted(DATASETS))}.")
+    return DATASETS[name]
+
+
+def ensure_files(name: str, location: Path, download: bool) -> None:
+    """Make sure the files of `name` are under `location`, downloading them once if allowed."""
+    spec = check_name(name)
+    if spec.torchvision_class is None:
+        if not all((location / split).is_dir() for split in ("train", "test")):
+            raise not_found_error(name, location, spec.files, "image_folder never downloads")
+        return
+    directory = location / spec.folder
+    if not missing_files(directory, spec.files):
+        return
+    if not download:
+        raise not_found_error(name, directory, spec.files, "downloading is off (download=False)")
+    if not network_available(spec.host):
+        raise not_found_error(
+            name, directory, spec.files, f"{spec.host} cannot be reached to download them"
+        )
+    try:
+        spec.torchvision_class(location, train=True, download=True)
+        spec.torchvision_class(location, train=False, download=True)
+    except Exception as error:
+        raise not_found_error(
+            name, directory, spec.files, f"the download failed ({error})"
+        ) from error
+
+
+def load_dataset(name: str, location: Path, download: bool = True) -> tuple[ImageData, ImageData]:
+    """The (train, test) splits of `name` as in-memory uint8 tensors; `location` is the root or folder."""
+    ensure_files(name, location, download)
+    if name == "image_folder":
+        train, test = load_image_folder(location / "train"), load_image_folder(location / "test")
+        if train.class_names != test.class_names:
+            raise ValueError(
+                f"The class folders of {location}/train and {location}/test differ: "
+                f"{list(train.class_names)} against {list(test.class_names)}."
+            )
+        return train, test
+    make = DATASETS[name].torchvision_class
+    return _from_torchvision(make(location, train=True)), _from_torchvision(
+        make(location, train=False)
+    )
+
+
+def _from_torchvision(dataset: tv.VisionDataset) -> ImageData:
+    """A torchvision MNIST-style (N, H, W) or CIFAR-style (N, H, W, C) set as (N, C, H, W) uint8."""
+    images = torch.as_tensor(dataset.data)
+    images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)
+    labels = torch.as_tensor(dataset.targets, dtype=torch.long)
+    return ImageData(images.contiguous(), labels, tuple(dataset.classes))

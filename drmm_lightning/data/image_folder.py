@@ -1,0 +1,56 @@
+"""Decode an ImageFolder tree once into uint8 tensors and cache them outside the (maybe read-only) data root."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.io import ImageReadMode, decode_image
+
+from drmm_lightning.data.images import ImageData
+
+
+def cache_dir() -> Path:
+    """The decoded-image cache: $DRMM_CACHE_DIR, else ~/.cache/drmm_lightning."""
+    return Path(os.environ.get("DRMM_CACHE_DIR") or "~/.cache/drmm_lightning").expanduser()
+
+
+def load_image_folder(directory: Path) -> ImageData:
+    """All images under `directory`/<class>/, decoded to one uint8 tensor; cached by path, count and mtime."""
+    directory = directory.resolve()
+    class_names, class_to_index = find_classes(directory)
+    files = make_dataset(directory, class_to_index, extensions=IMG_EXTENSIONS)
+    newest = max(os.stat(path).st_mtime_ns for path, _ in files)
+    key = hashlib.blake2b(f"{directory}|{len(files)}|{newest}".encode(), digest_size=10).hexdigest()
+    cached = cache_dir() / f"image_folder-{directory.name}-{key}.pt"
+    if cached.is_file():
+        saved = torch.load(cached, weights_only=True)
+        return ImageData(saved["images"], saved["labels"], tuple(saved["class_names"]))
+    data = ImageData(
+        _decode(files), torch.tensor([label for _, label in files]), tuple(class_names)
+    )
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(
+        f".{os.getpid()}.tmp"
+    )  # ranks may decode at once: write, then rename
+    torch.save(
+        {"images": data.images, "labels": data.labels, "class_names": list(class_names)}, partial
+    )
+    partial.replace(cached)
+    return data
+
+
+def _decode(files: list[tuple[str, int]]) -> torch.Tensor:
+    """Decode the files to a (N, C, H, W) uint8 tensor; grey if the first image is, else RGB."""
+    mode = ImageReadMode.GRAY if decode_image(files[0][0]).shape[0] == 1 else ImageReadMode.RGB
+    images = [decode_image(path, mode=mode) for path, _ in files]
+    shapes = {tuple(image.shape) for image in images}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"The images under {Path(files[0][0]).parents[1]} differ in size ({sorted(shapes)[:4]} "
+            f"...); image_folder needs one size for all images: resize them beforehand."
+        )
+    return torch.stack(images)

@@ -1,0 +1,6 @@
+"""Training: the EG objective, the LightningModule, callbacks and loggers."""
+
+from .module import DRMMLitModule, NonFiniteLossError
+from .objective import EGObjective, ObjectiveWeights, StepOutput
+
+__all__ = ["DRMMLitModule", "EGObjective", "NonFiniteLossError", "ObjectiveWeights", "StepOutput"]

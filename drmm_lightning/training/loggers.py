@@ -1,0 +1,32 @@
+"""Experiment loggers: W&B that goes offline by itself when no API key is configured."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import WandbLogger
+
+
+def wandb_api_key_configured() -> bool:
+    """True when W&B can authenticate: WANDB_API_KEY, or a `wandb login` entry in ~/.netrc."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return path.is_file() and netrc.netrc(path).authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_logger(offline: bool | str = "auto", id: str | None = None, **kwargs: Any) -> WandbLogger:
+    """A WandbLogger; offline='auto' logs offline unless an API key is configured or WANDB_MODE
+    says otherwise. Passing the id of an earlier run continues that run (resume)."""
+    if offline == "auto":
+        mode = os.environ.get("WANDB_MODE")
+        offline = mode in ("offline", "dryrun") if mode else not wandb_api_key_configured()
+    if id is not None:
+        kwargs.setdefault("resume", "allow")
+    return WandbLogger(offline=bool(offline), id=id, **kwargs)

@@ -1,0 +1,165 @@
+"""DRMMLitModule: a DRMM-family model trained by the EG algorithm, one training step per regime.
+
+A training batch is a dict with a "labeled" (images, labels) entry, an "unlabeled" images entry,
+or both (sup, unsupervised pre-training and semi-supervised regimes). The step runs the E-step
+on both streams and takes the G-step on the EG objective (training/objective.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from ..models import build_model, cross_entropy, reconstruction_error
+from .objective import EGObjective
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and the term."""
+
+
+class DRMMLitModule(L.LightningModule):
+    """EG training of a DRMM, DRFM or the same-architecture CNN (objective weights all zero)."""
+
+    def __init__(
+        self,
+        arch: str = "drmm5",
+        in_channels: int = 1,
+        num_classes: int = 10,
+        image_size: int = 28,
+        arch_kwargs: dict[str, Any] | None = None,
+        objective: dict[str, Any] | None = None,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_interval: str = "epoch",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.net = build_model(arch, in_channels, num_classes, image_size, **(arch_kwargs or {}))
+        self.objective = EGObjective.from_config(objective)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc_best = MaxMetric()
+        self.val_rec = MeanMetric()
+        self.test_rec = MeanMetric()
+        self.run_config: dict[str, Any] | None = (
+            None  # the resolved run config, kept in checkpoints
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class logits (the bottom-up E-step)."""
+        return self.net(x)
+
+    # ----- training ----------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """EG step: E-step on the labeled and unlabeled images, G-step on the weighted terms."""
+        labeled, unlabeled = batch.get("labeled"), batch.get("unlabeled")
+        out = self.objective(self.net, labeled, unlabeled)
+        self.check_finite(out.loss, out.terms)
+        n = sum(len(b[0]) if isinstance(b, (tuple, list)) else len(b) for b in batch.values())
+        for name, value in out.terms.items():
+            self.log(f"train/{name}", value, on_step=True, on_epoch=True, batch_size=n)
+        self.log(
+            "train/loss",
+            out.loss.detach(),
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=n,
+        )
+        self.log(
+            "train/sigma2",
+            self.net.log_sigma2.detach().exp(),
+            on_step=False,
+            on_epoch=True,
+            batch_size=n,
+        )
+        if labeled is not None:
+            self.train_acc(out.inference.logits[: out.num_labeled], labeled[1])
+            self.log(
+                "train/acc",
+                self.train_acc,
+                on_step=False,
+                on_epoch=True,
+                prog_bar=True,
+                batch_size=out.num_labeled,
+            )
+        return out.loss
+
+    def check_finite(self, loss: Tensor, terms: dict[str, Tensor]) -> None:
+        """Stop at the first non-finite loss, naming the step and the offending terms."""
+        if torch.isfinite(loss):
+            return
+        bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["(weighted sum)"]
+        raise NonFiniteLossError(
+            f"Non-finite loss {loss.item()} at global step {self.global_step} (epoch "
+            f"{self.current_epoch}); non-finite term(s): {', '.join(bad)}. Terms: "
+            + ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+            + ". Lower the learning rate or the weight of that term."
+        )
+
+    # ----- evaluation --------------------------------------------------------------------------
+    def evaluate(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Logits, cross-entropy and reconstruction error (rendered from the inferred class)."""
+        x, y = batch
+        inference = self.net.infer(x)
+        rendered = self.net.render(inference).image
+        return (
+            inference.logits,
+            cross_entropy(inference.logits, y),
+            reconstruction_error(x, rendered),
+        )
+
+    def on_train_start(self) -> None:
+        self.val_acc.reset()  # forget the sanity-check batches
+        self.val_acc_best.reset()
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        logits, loss, rec = self.evaluate(batch)
+        self.val_acc(logits, batch[1])
+        self.val_rec(rec)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=False, batch_size=len(logits))
+        self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=len(logits))
+        self.log("val/reconstruction", self.val_rec, on_epoch=True, batch_size=len(logits))
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        logits, loss, rec = self.evaluate(batch)
+        self.test_acc(logits, batch[1])
+        self.test_rec(rec)
+        self.log("test/loss", loss, on_epoch=True, batch_size=len(logits))
+        self.log("test/acc", self.test_acc, on_epoch=True, batch_size=len(logits))
+        self.log("test/reconstruction", self.test_rec, on_epoch=True, batch_size=len(logits))
+
+    def on_test_epoch_end(self) -> None:
+        self.log("test/error", 100.0 * (1.0 - self.test_acc.compute()), sync_dist=True)
+
+    # ----- checkpoints -------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the run config and the experiment loggers' run ids, so a resume continues them."""
+        checkpoint["run_config"] = self.run_config
+        ids = {type(lg).__name__.removesuffix("Logger").lower(): lg.version for lg in self.loggers}
+        checkpoint["logger_ids"] = {k: v for k, v in ids.items() if isinstance(v, str)}
+
+    # ----- optimisation ------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        make_opt = self.hparams.optimizer or (lambda params: torch.optim.Adam(params, lr=1e-3))
+        optimizer = make_opt(params=self.parameters())
+        if self.hparams.scheduler is None:
+            return optimizer
+        scheduler = self.hparams.scheduler(optimizer=optimizer)
+        interval = self.hparams.scheduler_interval
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval},
+        }

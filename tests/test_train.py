@@ -1,0 +1,171 @@
+"""End-to-end runs of drmm-train / drmm-eval on a few batches of real MNIST."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from drmm_lightning.cli.checkpoints import read_checkpoint
+from drmm_lightning.cli.config import options
+from drmm_lightning.cli.eval import evaluate
+from drmm_lightning.cli.train import train
+from drmm_lightning.training import DRMMLitModule, NonFiniteLossError
+
+from .conftest import TINY, make_config, run_cli, tiny_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.real_data]
+
+
+def last_checkpoint(run: Path) -> dict:
+    return read_checkpoint(run / "checkpoints" / "last.ckpt")
+
+
+@pytest.mark.parametrize("model", ["rfm", "drfm2", "drmm2", "drmm5", "drmm5_nrm", "drmm9"])
+def test_every_model_trains_semi_supervised(model: str, tmp_path: Path, mnist: Path) -> None:
+    metrics = train(tiny_config(tmp_path / "run", f"model={model}"))
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert math.isfinite(metrics["train/loss"]) and "train/reconstruction" in metrics
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize("objective", ["drmm", "dcn", "entropy_only"])
+def test_objectives_log_their_terms(objective: str, tmp_path: Path, mnist: Path) -> None:
+    metrics = train(tiny_config(tmp_path / "run", "model=drmm2", f"objective={objective}"))
+    renders = objective == "drmm"
+    assert ("train/reconstruction" in metrics) == renders
+    assert ("train/kl" in metrics) == (objective == "entropy_only")
+    assert "train/cross_entropy" in metrics and "test/reconstruction" in metrics
+
+
+def test_sup_regime_sees_only_labeled_images(tmp_path: Path, mnist: Path) -> None:
+    metrics = train(
+        tiny_config(tmp_path / "run", "model=drmm2", "regime=sup", "data.epoch_size=60")
+    )
+    assert "train/acc" in metrics and "test/acc" in metrics
+
+
+def test_unsup_pretraining_runs_two_phases(tmp_path: Path, mnist: Path) -> None:
+    run = tmp_path / "run"
+    cfg = tiny_config(
+        run, "model=drmm2", "regime=unsup_pretr", "regime.pretrain_epochs=1", "trainer.max_epochs=1"
+    )
+    metrics = train(cfg)
+    pretrain, final = (
+        read_checkpoint(run / "checkpoints" / "pretrain" / "last.ckpt"),
+        last_checkpoint(run),
+    )
+    assert pretrain["epoch"] == 0 and final["epoch"] == 1
+    assert "train/acc" in metrics  # phase 2 trained on labeled images
+    assert not torch.equal(
+        pretrain["state_dict"]["net.classifier.weight"],
+        final["state_dict"]["net.classifier.weight"],
+    )
+
+
+def test_train_then_eval_gives_the_same_test_accuracy(tmp_path: Path, mnist: Path) -> None:
+    trained = train(tiny_config(tmp_path / "run", "model=drmm2", "test_ckpt=last"))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    cfg = make_config(
+        tmp_path / "eval", f"ckpt_path={ckpt}", "trainer.limit_test_batches=1", name="eval"
+    )
+    evaluated = evaluate(cfg)
+    assert evaluated["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
+    assert evaluated["test/reconstruction"] == pytest.approx(
+        trained["test/reconstruction"], rel=1e-5
+    )
+
+
+def test_resume_carries_indices_epochs_and_wandb_run(tmp_path: Path, mnist: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    train(tiny_config(first, "model=drmm2", "logger=wandb", "seed=1"))
+    ckpt = first / "checkpoints" / "last.ckpt"
+    # Another seed would draw other labels: the checkpoint's must win.
+    train(
+        tiny_config(
+            second,
+            "model=drmm2",
+            "logger=wandb",
+            "seed=2",
+            f"ckpt_path={ckpt}",
+            "trainer.max_epochs=2",
+        )
+    )
+    indices = [
+        json.loads((run / "labeled_indices.json").read_text())["labeled"] for run in (first, second)
+    ]
+    assert indices[0] == indices[1]
+    old, new = last_checkpoint(first), last_checkpoint(second)
+    assert (old["epoch"], new["epoch"]) == (0, 1)
+    assert new["global_step"] == 2 * old["global_step"]
+    assert old["logger_ids"]["wandb"] == new["logger_ids"]["wandb"]
+    run_dirs = [next((run / "wandb").glob("offline-run-*")).name for run in (first, second)]
+    assert all(name.endswith(old["logger_ids"]["wandb"]) for name in run_dirs)
+
+
+def test_offline_wandb_run_holds_metrics_and_renderings(tmp_path: Path, mnist: Path) -> None:
+    train(tiny_config(tmp_path / "run", "model=drmm2", "logger=wandb"))
+    (run_dir,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
+    records = next(run_dir.glob("*.wandb")).read_bytes()
+    for metric in (
+        b"train/loss",
+        b"val/acc",
+        b"val/acc_best",
+        b"test/error",
+        b"train/reconstruction",
+    ):
+        assert metric in records
+    images = list((run_dir / "files" / "media" / "images").rglob("*.png"))
+    assert images, "no rendering image was logged"
+
+
+def test_renderings_are_saved_as_png_without_wandb(tmp_path: Path, mnist: Path) -> None:
+    train(tiny_config(tmp_path / "run", "model=drmm2"))
+    assert list((tmp_path / "run" / "images").glob("val_renderings_*.png"))
+
+
+def test_resume_from_another_architecture_is_refused(tmp_path: Path, mnist: Path) -> None:
+    train(tiny_config(tmp_path / "a", "model=drmm2", "test=false"))
+    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError, match="arch: checkpoint 'drmm2', config 'drmm5'"):
+        train(tiny_config(tmp_path / "b", "model=drmm5", f"ckpt_path={ckpt}"))
+    assert not (tmp_path / "b" / "labeled_indices.json").exists()
+
+
+def test_negative_objective_weight_is_refused_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'kl' must be >= 0"):
+        train(tiny_config(tmp_path / "run", "objective.weights.kl=-0.5"))
+    assert not (tmp_path / "run" / "labeled_indices.json").exists()
+
+
+def test_nan_loss_stops_naming_step_and_term() -> None:
+    module = DRMMLitModule(arch="drmm2")
+    x = torch.rand(4, 1, 28, 28)
+    x[0, 0, 0, 0] = float("nan")
+    batch = {"labeled": (x, torch.tensor([0, 1, 2, 3])), "unlabeled": torch.rand(4, 1, 28, 28)}
+    with pytest.raises(NonFiniteLossError, match=r"global step 0.*cross_entropy"):
+        module.training_step(batch, 0)
+
+
+def test_ddp_cpu_two_processes_from_the_cli(tmp_path: Path, mnist: Path) -> None:
+    result = run_cli("train", "trainer=ddp_cpu", "model=drmm2", *TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
+    assert "test/error" in result.stdout
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (
+        run / "labeled_indices.json"
+    ).is_file()
+    assert (run / "train_ddp_process_1.log").is_file()  # the second rank ran in the same run dir
+
+
+def test_every_experiment_preset_runs_one_batch(tmp_path: Path, mnist: Path) -> None:
+    presets = options("experiment")
+    assert presets, "no experiment presets"
+    result = run_cli(
+        "train", "-m", f"experiment={','.join(presets)}", "debug=fdr", *TINY, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("[drmm] test/error") == len(presets)
