@@ -47,7 +47,7 @@ def test_option_composes_and_instantiates(group: str, option: str, tmp_path: Pat
         _convert_="partial",
     )
     assert isinstance(module, DRMMLitModule)
-    module.configure_optimizers()
+    module.build_optimizers(total_steps=10)
     for conf in (cfg.get("callbacks") or {}).values():
         hydra.utils.instantiate(conf)
     for conf in (cfg.get("logger") or {}).values():

@@ -107,7 +107,7 @@ def test_bottom_up_equals_plain_cnn(name: str, channels: int, size: int) -> None
 def test_training_mode_normalisation_matches_batchnorm() -> None:
     """The one-pass batch norm of a rendering layer is nn.BatchNorm2d, running statistics too."""
     torch.manual_seed(0)
-    layer = RenderingLayer(LayerSpec(3, 8, 3, "same", "max"))
+    layer = RenderingLayer(LayerSpec(3, 8, 3, "same", "max"), input_size=10)
     conv, norm = copy.deepcopy(layer.conv), copy.deepcopy(layer.norm)
     x = torch.randn(16, 3, 10, 10)
     for _ in range(2):

@@ -124,7 +124,7 @@ def test_offline_wandb_run_holds_metrics_and_renderings(tmp_path: Path, mnist: P
 
 def test_renderings_are_saved_as_png_without_wandb(tmp_path: Path, mnist: Path) -> None:
     train(tiny_config(tmp_path / "run", "model=drmm2"))
-    assert list((tmp_path / "run" / "images").glob("val_renderings_*.png"))
+    assert list((tmp_path / "run" / "images").glob("images_reconstructions_*.png"))
 
 
 def test_resume_from_another_architecture_is_refused(tmp_path: Path, mnist: Path) -> None:

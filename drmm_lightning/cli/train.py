@@ -27,6 +27,7 @@ from .wiring import (
     finish_loggers,
     print_config,
     rank_zero_print,
+    save_results,
     summary,
 )
 
@@ -124,7 +125,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             metrics.update(as_floats(trainer.callback_metrics))
     finally:
         finish_loggers(loggers)
-    summary(cfg, metrics, time.time() - start)
+    seconds = time.time() - start
+    save_results(cfg, metrics, seconds, trainer)
+    summary(cfg, metrics, seconds)
     return metrics
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -71,6 +74,25 @@ def finish_loggers(loggers: list[Logger]) -> None:
 def as_floats(metrics: dict[str, Any]) -> dict[str, float]:
     """Logged metrics (tensors) as plain floats."""
     return {k: float(v) for k, v in metrics.items()}
+
+
+@rank_zero_only
+def save_results(
+    cfg: DictConfig, metrics: dict[str, float], seconds: float, trainer: L.Trainer
+) -> None:
+    """Write results.json into the run directory: what scripts/aggregate.py reads."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    record = {
+        "metrics": metrics,
+        "wall_time_s": round(seconds, 1),
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "seed": cfg.get("seed"),
+        "num_labeled": cfg.data.num_labeled,
+        "choices": {k: v for k, v in choices.items() if not k.startswith("hydra")},
+    }
+    path = Path(cfg.paths.output_dir) / "results.json"
+    path.write_text(json.dumps(record, indent=2, sort_keys=True))
 
 
 @rank_zero_only

@@ -1,5 +1,6 @@
 """The DRMM family in plain PyTorch: rendering layers, stacks, factor tops, objective terms."""
 
+from .appearance import activity_maximization, class_appearance
 from .architectures import ARCHITECTURES, build_model
 from .drmm import DRMM, Inference, Rendering
 from .factor import DRFM
@@ -21,7 +22,9 @@ __all__ = [
     "Rendering",
     "RenderingLayer",
     "Switches",
+    "activity_maximization",
     "build_model",
+    "class_appearance",
     "class_balance_kl",
     "cross_entropy",
     "kl_term",

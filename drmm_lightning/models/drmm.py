@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .appearance import class_appearance
 from .layer import LayerSpec, RenderingLayer, Switches
 
 
@@ -96,7 +97,8 @@ class DRMM(nn.Module):
         self.feature_shape = (specs[-1].out_channels, sizes[-1], sizes[-1])
         # NN-DRMM (Section 3.2): a ReLU on the intermediate rendered templates z^(l) >= 0.
         self.nonneg_render = nonneg_render
-        self.layers = nn.ModuleList(RenderingLayer(s) for s in specs)
+        inputs = [image_size, *sizes[:-1]]
+        self.layers = nn.ModuleList(RenderingLayer(s, n) for s, n in zip(specs, inputs))
         # Pixel noise variance sigma^2 (Eq. 7). The bottom-up weights are natural parameters
         # w = mu / sigma^2 (Section 3.1), so the rendered image is sigma^2 times the adjoint.
         self.log_sigma2 = nn.Parameter(torch.zeros(()))
@@ -147,6 +149,23 @@ class DRMM(nn.Module):
         if classes is None:
             classes = inference.logits.argmax(dim=1)
         return self.templates(classes)
+
+    @torch.no_grad()
+    def sample(self, classes: Tensor, generator: torch.Generator | None = None) -> Rendering:
+        """Draw from the generative process (Eqs. 5-7): the template of each class rendered
+        through switches a ~ Bern(pi_a), t ~ Cat(pi_t) drawn from the learned priors. Returns
+        the mean image sigma^2 Lambda_g mu_c (add N(0, sigma^2) pixel noise for a full sample)."""
+        return self.render(self.sampled_inference(len(classes), generator), classes)
+
+    def class_appearance(self, c: int, norm: float = 1.0, iterations: int = 30) -> Tensor:
+        """The activity-maximising image of class c in closed form (Eq. 46; appearance.py)."""
+        return class_appearance(self, c, norm, iterations)
+
+    def sampled_inference(self, batch: int, generator: torch.Generator | None) -> Inference:
+        """An Inference holding switches drawn from the priors instead of inferred ones."""
+        switches = [layer.sample_switches(batch, generator) for layer in self.layers]
+        empty = self.log_sigma2.new_empty(batch, 0)
+        return Inference(empty, empty, switches)
 
     def render(self, inference: Inference, classes: Tensor | None = None) -> Rendering:
         """Top-down E-step (Eqs. 35-36): render z^(L) down to the image through the switches."""

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .drmm import DRMM, Inference
+from .drmm import DRMM, Inference, Rendering
 from .layer import LayerSpec
 
 
@@ -62,6 +62,16 @@ class DRFM(DRMM):
         features, switches = self.bottom_up(x)
         code = self.posterior_mean(features.flatten(1))
         return Inference(self.classifier(code), features, switches, code)
+
+    @torch.no_grad()
+    def sample(self, classes: Tensor, generator: torch.Generator | None = None) -> Rendering:
+        """Draw from the generative process: z ~ N(0, I_d), rendered through switches drawn from
+        the priors. The factor model has no class variable: `classes` only sets the count."""
+        inference = self.sampled_inference(len(classes), generator)
+        inference.code = torch.randn(
+            len(classes), self.factor_dim, generator=generator, device=self.loadings.device
+        )
+        return self.render(inference)
 
     def render_code(self, code: Tensor) -> Tensor:
         """Lambda_top z, shaped like the top feature map."""

@@ -81,7 +81,9 @@ class Switches:
 class RenderingLayer(nn.Module):
     """A convolutional rendering layer Lambda^(l) of the DRMM (Section 3.2)."""
 
-    def __init__(self, spec: LayerSpec) -> None:
+    prior_momentum = 0.01  # the authors' EMA of the switch statistics (decay 0.99)
+
+    def __init__(self, spec: LayerSpec, input_size: int) -> None:
         super().__init__()
         self.spec = spec
         # Paper Eq. 3: w = mu / sigma^2 with a bias b; with batch norm the bias is its beta.
@@ -93,6 +95,15 @@ class RenderingLayer(nn.Module):
             bias=not spec.batch_norm,
         )
         self.norm = nn.BatchNorm2d(spec.out_channels) if spec.batch_norm else None
+        self.conv_size, pooled = spec.output_size(input_size)
+        # Switch priors pi_a, pi_t (Eq. 1, 5): running ON / position frequencies of the inferred
+        # switches, i.e. the hard-EM M-step for the priors; generation samples from them.
+        a_size = pooled if spec.pool == "max" else self.conv_size
+        self.register_buffer("prior_a", torch.full((spec.out_channels, a_size, a_size), 0.5))
+        if spec.pool == "max":
+            self.register_buffer(
+                "prior_t", torch.full((spec.out_channels, pooled, pooled, 4), 0.25)
+            )
 
     def normalise(self, s: Tensor) -> tuple[Tensor, Tensor | None]:
         """Apply the normalisation; also return the gain of its linear part gamma/sqrt(var+eps).
@@ -119,28 +130,65 @@ class RenderingLayer(nn.Module):
                 momentum,
                 norm.eps,
             )
-        else:  # eval mode, or SyncBatchNorm under DDP (the gain then uses the local batch)
+        elif norm.training or norm.running_var is None:  # SyncBatchNorm: the local batch's gain
             out = norm(s)
-            use_batch = norm.training or norm.running_var is None
-            var = s.detach().var(dim=(0, 2, 3), unbiased=False) if use_batch else norm.running_var
-            invstd = torch.rsqrt(var + norm.eps)
+            invstd = torch.rsqrt(s.detach().var(dim=(0, 2, 3), unbiased=False) + norm.eps)
+        else:
+            return norm(s), self.eval_gain()
         invstd = invstd.detach()
         return out, invstd if norm.weight is None else norm.weight * invstd
+
+    def eval_gain(self) -> Tensor | None:
+        """The normalisation's gain with its running statistics (evaluation mode)."""
+        norm = self.norm
+        if norm is None:
+            return None
+        invstd = torch.rsqrt(norm.running_var + norm.eps)
+        return invstd if norm.weight is None else norm.weight * invstd
 
     def bottom_up(self, x: Tensor) -> tuple[Tensor, Switches]:
         """Fine-to-coarse E-step of one layer (Eq. 40): returns I^(l) and the switches a, t."""
         s, scale = self.normalise(self.conv(x))
         size = (s.shape[-2], s.shape[-1])
         pool = self.spec.pool
+        t = None
         if pool == "max":
             s, t = F.max_pool2d(s, 2, return_indices=True)  # Eq. 43, t = argmax over each window
-            a = s > 0  # Eq. 42 at the selected positions; max-pool and ReLU commute
-            return F.relu(s), Switches(a, t, size, scale)
-        a = s > 0  # Eq. 42
+        a = s > 0  # Eq. 42 (for max-pooling at the selected positions: max and ReLU commute)
         out = F.relu(s)
         if pool == "mean":
             out = out.mean(dim=(2, 3), keepdim=True)
-        return out, Switches(a, None, size, scale)
+        if self.training:
+            self.update_priors(a, t)
+        return out, Switches(a, t, size, scale)
+
+    @torch.no_grad()
+    def update_priors(self, a: Tensor, t: Tensor | None) -> None:
+        """Move the switch priors towards this batch's switch frequencies."""
+        self.prior_a.lerp_(a.to(self.prior_a.dtype).mean(0), self.prior_momentum)
+        if t is not None:
+            rows, cols = t.div(self.conv_size, rounding_mode="floor"), t % self.conv_size
+            position = F.one_hot((rows % 2) * 2 + cols % 2, 4).to(self.prior_t.dtype).mean(0)
+            self.prior_t.lerp_(position, self.prior_momentum)
+
+    @torch.no_grad()
+    def sample_switches(self, batch: int, generator: torch.Generator | None = None) -> Switches:
+        """Draw a ~ Bern(pi_a) and t ~ Cat(pi_t) for `batch` images (the generative process)."""
+        device = self.prior_a.device
+        a = (
+            torch.rand((batch, *self.prior_a.shape), generator=generator, device=device)
+            < self.prior_a
+        )
+        t = None
+        if self.spec.pool == "max":
+            k, h, w, _ = self.prior_t.shape
+            probs = self.prior_t.reshape(-1, 4).repeat(batch, 1)
+            position = torch.multinomial(probs, 1, generator=generator).view(batch, k, h, w)
+            i = torch.arange(h, device=device).view(1, 1, h, 1)
+            j = torch.arange(w, device=device).view(1, 1, 1, w)
+            t = (2 * i + position // 2) * self.conv_size + 2 * j + position % 2
+        size = (self.conv_size, self.conv_size)
+        return Switches(a, t, size, self.eval_gain())
 
     def render(self, z: Tensor, switches: Switches) -> Tensor:
         """Coarse-to-fine E-step of one layer (Eqs. 35-36): z^(l) -> z^(l-1)."""

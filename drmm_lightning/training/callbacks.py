@@ -1,20 +1,16 @@
-"""Callbacks that show what the generative model does: renderings beside their inputs."""
+"""Callbacks: pictures of what the generative model does, and learning curves on the test set."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 
-
-def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """Min-max scale each image to [0, 1] for display."""
-    flat = images.flatten(1)
-    lo, hi = flat.min(1).values, flat.max(1).values
-    return ((flat - lo[:, None]) / (hi - lo).clamp_min(1e-8)[:, None]).view_as(images)
+from ..viz import grids
 
 
 def log_image_grid(trainer: L.Trainer, key: str, grid: torch.Tensor, caption: str) -> Path | None:
@@ -24,39 +20,97 @@ def log_image_grid(trainer: L.Trainer, key: str, grid: torch.Tensor, caption: st
         logger.log_image(key=key, images=[grid], caption=[caption], step=trainer.global_step)
     if wandb_loggers:
         return None
-    path = (
-        Path(trainer.default_root_dir)
-        / "images"
-        / f"{key.replace('/', '_')}_step{trainer.global_step:06d}.png"
-    )
+    name = f"{key.replace('/', '_')}_step{trainer.global_step:06d}.png"
+    path = Path(trainer.default_root_dir) / "images" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, path)
     return path
 
 
-class RenderImages(L.Callback):
-    """Every N validation epochs: validation inputs (odd rows) above their renderings (even
-    rows) from the inferred class and switches."""
+class GenerativeImages(L.Callback):
+    """Every N validation epochs: validation inputs above their renderings, samples of every
+    class from the generative process and the first-layer filters (W&B images, else PNGs)."""
 
-    def __init__(self, every_n_epochs: int = 1, num_images: int = 16) -> None:
-        self.every_n_epochs = every_n_epochs
-        self.num_images = num_images
+    CAPTIONS = {
+        "reconstructions": "validation inputs (odd rows) above their renderings",
+        "samples": "samples from the generative process, one row per class",
+        "filters": "first-layer filters",
+    }
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        num_images: int = 16,
+        what: tuple[str, ...] = ("reconstructions", "samples", "filters"),
+    ) -> None:
+        unknown = set(what) - set(self.CAPTIONS)
+        if unknown:
+            raise ValueError(
+                f"Unknown image kinds {sorted(unknown)}; valid: {sorted(self.CAPTIONS)}."
+            )
+        self.every_n_epochs, self.num_images, self.what = every_n_epochs, num_images, tuple(what)
 
     @torch.no_grad()
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking or not trainer.is_global_zero or trainer.datamodule is None:
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        loader = trainer.datamodule.val_dataloader() if trainer.datamodule else None
-        if not loader:
+        model = pl_module.net
+        for kind in self.what:
+            if kind == "reconstructions":
+                x, y = next(iter(trainer.datamodule.val_dataloader()))
+                batch = (x[: self.num_images].to(pl_module.device), y[: self.num_images])
+                images = trainer.datamodule.on_after_batch_transfer(batch, 0)[0]
+                picture = grids.reconstructions(model, images, nrow=min(8, len(images)))
+            elif kind == "samples":
+                generator = torch.Generator(pl_module.device).manual_seed(0)
+                picture = grids.samples(model, list(range(model.num_classes)), 8, generator)
+            else:
+                picture = grids.filters(model)
+            log_image_grid(trainer, f"images/{kind}", picture, self.CAPTIONS[kind])
+
+
+class TestCurve(L.Callback):
+    """Every N training steps, the error on the official test split, appended to curve.jsonl in the
+    run directory for learning-curve plots (paper Fig. 2). It only records: nothing is selected or
+    stopped on it. every_n_steps=0 turns it off."""
+
+    def __init__(self, every_n_steps: int = 0) -> None:
+        self.every_n_steps = every_n_steps
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.every_n_steps and trainer.global_step == 0:
+            self.record(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self.record(trainer, pl_module)
+
+    @torch.no_grad()
+    def record(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.datamodule is None:
             return
-        x, y = next(iter(loader))
-        rows = min(8, self.num_images, len(x))
-        n = min(self.num_images, len(x)) // rows * rows
-        batch = (x[:n].to(pl_module.device), y[:n].to(pl_module.device))
-        x = trainer.datamodule.on_after_batch_transfer(batch, 0)[0]
-        rendered = pl_module.net.render(pl_module.net.infer(x)).image
-        pairs = torch.cat([torch.stack(torch.split(t, rows)) for t in (x, rendered)], 1)
-        grid = make_grid(to_unit_range(pairs.flatten(0, 1)), nrow=rows, padding=1)
-        log_image_grid(trainer, "val/renderings", grid, "inputs above renderings")
+        was_training = pl_module.training
+        pl_module.eval()
+        wrong = total = 0
+        squared_error = 0.0
+        for x, y in trainer.datamodule.test_dataloader():
+            x, y = trainer.datamodule.on_after_batch_transfer(
+                (x.to(pl_module.device), y.to(pl_module.device)), 0
+            )
+            inference = pl_module.net.infer(x)
+            rendered = pl_module.net.render(inference).image
+            wrong += (inference.logits.argmax(1) != y).sum().item()
+            total += len(y)
+            squared_error += (x - rendered).pow(2).mean(dim=(1, 2, 3)).sum().item()
+        pl_module.train(was_training)
+        steps_per_epoch = max(trainer.num_training_batches, 1)
+        line = {
+            "step": trainer.global_step,
+            "epoch": trainer.global_step / steps_per_epoch,
+            "test_error": 100.0 * wrong / total,
+            "test_reconstruction": squared_error / total,
+        }
+        with open(Path(trainer.default_root_dir) / "curve.jsonl", "a") as f:
+            f.write(json.dumps(line) + "\n")

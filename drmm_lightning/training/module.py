@@ -7,6 +7,7 @@ on both streams and takes the G-step on the EG objective (training/objective.py)
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -153,11 +154,20 @@ class DRMMLitModule(L.LightningModule):
 
     # ----- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
+        return self.build_optimizers(int(self.trainer.estimated_stepping_batches))
+
+    def build_optimizers(self, total_steps: int) -> Any:
+        """The configured optimizer (default Adam 1e-3) and scheduler; schedulers that take
+        `total_steps` get the run's number of optimizer steps."""
         make_opt = self.hparams.optimizer or (lambda params: torch.optim.Adam(params, lr=1e-3))
         optimizer = make_opt(params=self.parameters())
-        if self.hparams.scheduler is None:
+        make_scheduler = self.hparams.scheduler
+        if make_scheduler is None:
             return optimizer
-        scheduler = self.hparams.scheduler(optimizer=optimizer)
+        wants_steps = "total_steps" in inspect.signature(make_scheduler).parameters
+        scheduler = make_scheduler(
+            optimizer=optimizer, **({"total_steps": total_steps} if wants_steps else {})
+        )
         interval = self.hparams.scheduler_interval
         return {
             "optimizer": optimizer,

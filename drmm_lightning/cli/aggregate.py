@@ -1,0 +1,91 @@
+"""Turn run directories into the paper's tables: mean +- std over seeds next to the paper's value.
+
+Reads only what the runs wrote (results.json, one per run); cells without runs say so.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from .config import CONF_DIR
+from .tables import TABLES, Cell
+
+METRIC = "test/error"
+
+
+def collect(root: str | Path) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """results.json records under `root` (paper presets only), grouped by (preset, model): a
+    run with a model override (e.g. model=drmm5_nrm) is kept apart from the preset's own."""
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for path in sorted(Path(root).rglob("results.json")):
+        record = json.loads(path.read_text())
+        choices = record.get("choices") or {}
+        experiment = choices.get("experiment") or ""
+        if experiment.startswith("paper/") and METRIC in record.get("metrics", {}):
+            record["path"] = str(path.parent)
+            runs[experiment.removeprefix("paper/"), choices.get("model", "")].append(record)
+    return runs
+
+
+def cell_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and standard deviation of the test error over a cell's runs, and the budget used."""
+    errors = [r["metrics"][METRIC] for r in records]
+    return {
+        "n": len(errors),
+        "mean": statistics.fmean(errors),
+        "std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
+        "seeds": sorted(r.get("seed") for r in records),
+        "epochs": max(r.get("epochs", 0) for r in records),
+        "steps": max(r.get("global_step", 0) for r in records),
+        "minutes": statistics.fmean(r.get("wall_time_s", 0.0) for r in records) / 60,
+    }
+
+
+def format_cell(cell: Cell, stats: dict[str, Any] | None) -> str:
+    """One markdown row: measured, paper, difference and budget (or 'no runs')."""
+    paper = "-" if cell.paper is None else f"{cell.paper:.2f}"
+    if stats is None:
+        return f"| {cell.row} | {cell.column} | no runs | {paper} | | | |"
+    measured = f"{stats['mean']:.2f} ± {stats['std']:.2f} (n={stats['n']})"
+    delta = "" if cell.paper is None else f"{stats['mean'] - cell.paper:+.2f}"
+    budget = f"{stats['epochs']} ep / {stats['steps']} steps"
+    return f"| {cell.row} | {cell.column} | {measured} | {paper} | {delta} | {budget} | {stats['minutes']:.1f} |"
+
+
+def preset_model(preset: str) -> str:
+    """The architecture a preset selects (conf/experiment/paper/_<row>.yaml)."""
+    base = OmegaConf.load(CONF_DIR / "experiment" / "paper" / f"_{preset.rsplit('_', 1)[0]}.yaml")
+    entries = [e for e in base.get("defaults", []) if isinstance(e, DictConfig)]
+    return next((e["override /model"] for e in entries if "override /model" in e), "")
+
+
+def table_markdown(table_id: str, runs: dict[tuple[str, str], list[dict[str, Any]]]) -> str:
+    """A markdown table of every cell of table `table_id`, measured beside the paper."""
+    if table_id not in TABLES:
+        raise ValueError(f"Unknown table {table_id!r}; valid: {', '.join(TABLES)}.")
+    table = TABLES[table_id]
+    lines = [
+        f"### {table.title}",
+        "",
+        "| model | N_L | measured test error % (mean ± std over seeds) | paper % | difference (pp) | budget | minutes per run |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    missing = 0
+    for cell in table.cells:
+        models = sorted(model for preset, model in runs if preset == cell.preset)
+        if not models:
+            missing += 1
+            lines.append(format_cell(cell, None))
+        for model in models:
+            default = model == preset_model(cell.preset)
+            shown = cell if default else replace(cell, row=f"{cell.row} [model={model}]")
+            lines.append(format_cell(shown, cell_stats(runs[cell.preset, model])))
+    lines += ["", f"{len(table.cells) - missing} of {len(table.cells)} cells have runs."]
+    return "\n".join(lines)

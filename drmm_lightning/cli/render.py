@@ -1,0 +1,95 @@
+"""drmm-render: pictures of what a trained DRMM stores and generates, as PNG grids.
+
+    drmm-render ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt
+    drmm-render ckpt_path=last what=samples classes=[3,5] per_class=16
+
+what: reconstructions (test images above their renderings), templates (closed-form class
+appearance, Eq. 46, above gradient-ascent activity maximisation), samples (one row per class,
+Eqs. 5-7), filters (first layer), layers (intermediate rendered templates z^(l), one file per
+layer). Files go to <run>/renders/ unless out_dir is given.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torchvision.utils import save_image
+
+from ..training import DRMMLitModule
+from ..viz import grids
+from .checkpoints import find_checkpoint, read_checkpoint
+from .config import CONF_DIR, check_overrides
+
+KINDS = ("reconstructions", "templates", "samples", "filters", "layers")
+
+
+def test_images(saved: dict, overrides: DictConfig, count: int) -> torch.Tensor:
+    """The first `count` test images of the checkpoint's data set, preprocessed as in training."""
+    run_config = saved.get("run_config") or {}
+    if "data" not in run_config:
+        raise ValueError("The checkpoint records no data config; was it written by drmm-train?")
+    data_cfg = OmegaConf.merge(run_config["data"], overrides or {})
+    data_cfg.index_dir = None
+    datamodule = hydra.utils.instantiate(data_cfg)
+    return datamodule.transform(datamodule.test_data.images[:count], train=False)
+
+
+def render(cfg: DictConfig) -> list[Path]:
+    """Write the requested grids; returns their paths."""
+    what = [cfg.what] if isinstance(cfg.what, str) else list(cfg.what)
+    unknown = [w for w in what if w not in KINDS]
+    if unknown:
+        raise ValueError(f"Unknown what={unknown}; valid: {', '.join(KINDS)}.")
+    ckpt = find_checkpoint(cfg.ckpt_path, cfg.paths.log_dir, "train")
+    module = DRMMLitModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
+    model = module.net.eval()
+    classes = list(range(model.num_classes)) if cfg.classes is None else list(cfg.classes)
+    bad = [c for c in classes if not 0 <= c < model.num_classes]
+    if bad:
+        raise ValueError(
+            f"Class index {bad} out of range: the model has {model.num_classes} classes (0..{model.num_classes - 1})."
+        )
+    out = Path(cfg.out_dir) if cfg.out_dir else ckpt.parent.parent / "renders"
+    out.mkdir(parents=True, exist_ok=True)
+    images = None
+    if {"reconstructions", "layers"} & set(what):
+        images = test_images(read_checkpoint(ckpt), cfg.get("data"), cfg.num_images)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    pictures: dict[str, torch.Tensor] = {}
+    for kind in what:
+        if kind == "reconstructions":
+            pictures[kind] = grids.reconstructions(model, images, nrow=min(8, len(images)))
+        elif kind == "templates":
+            pictures[kind] = grids.class_appearances(model, classes)
+        elif kind == "samples":
+            pictures[kind] = grids.samples(model, classes, cfg.per_class, generator)
+        elif kind == "filters":
+            pictures[kind] = grids.filters(model)
+        else:
+            for i, picture in enumerate(grids.layer_templates(model, images[:8])):
+                pictures[f"layer_{len(model.layers) - i}"] = picture
+    paths = []
+    for name, picture in pictures.items():
+        paths.append(out / f"{name}.png")
+        save_image(picture, paths[-1])
+        print(paths[-1])
+    return paths
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="render")
+def _hydra_main(cfg: DictConfig) -> None:
+    render(cfg)
+
+
+def main() -> None:
+    """Console entry point."""
+    check_overrides(sys.argv[1:])
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Pictures: image grids of renderings, samples, filters and templates; learning-curve plots."""
