@@ -1,10 +1,10 @@
 """Run the presets of one of the paper's tables over seeds, one Hydra multirun per cell.
 
-    python scripts/reproduce.py table=1 [seeds=1,2,3] [budget=1] [only=drmm5] [out=outputs/reproduce] [hydra overrides...]
-    make table TABLE=1 ARGS="budget=1 only=_100"
+    python scripts/reproduce.py table=1 [seeds=1,2,3] [budget=1] [only=PATTERNS] [out=outputs/reproduce] [hydra overrides...]
+    make table TABLE=1 ARGS="budget=1 only=*_100"
 
 budget: epochs per run (and per phase of unsup-pretr), replacing the paper schedule's 500;
-only: run only the presets whose name contains this text. Other key=value arguments go to
+only: comma-separated preset names or shell patterns (mnist_drmm5_*_100); default: every cell. Other key=value arguments go to
 drmm-train unchanged (e.g. logger=csv, data=image_folder data.path=cifar10-jpeg for Table 4 on
 the JPEG copy). A failed cell is reported and the others go on. Then: scripts/aggregate.py.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from fnmatch import fnmatch
 
 from drmm_lightning.cli.tables import TABLES
 
@@ -26,9 +27,13 @@ def main(argv: list[str]) -> int:
     table = args.get("table", "1")
     if table not in TABLES:
         sys.exit(f"Unknown table {table!r}; valid: {', '.join(TABLES)}.")
-    presets = list(
-        dict.fromkeys(c.preset for c in TABLES[table].cells if args.get("only", "") in c.preset)
-    )
+    patterns = args.get("only", "*").split(",")
+    cells = list(dict.fromkeys(c.preset for c in TABLES[table].cells))
+    presets = [p for p in cells if any(fnmatch(p, pattern) for pattern in patterns)]
+    if not presets:
+        sys.exit(
+            f"No preset of table {table} matches only={args['only']}; presets: {', '.join(cells)}."
+        )
     out = f"{args.get('out', 'outputs/reproduce')}/table{table}"
     budget = (
         [f"trainer.max_epochs={args['budget']}", f"regime.pretrain_epochs={args['budget']}"]

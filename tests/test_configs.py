@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import hydra
@@ -47,7 +50,7 @@ def test_option_composes_and_instantiates(group: str, option: str, tmp_path: Pat
         _convert_="partial",
     )
     assert isinstance(module, DRMMLitModule)
-    module.build_optimizers(total_steps=10)
+    module.build_optimizers(lambda: 10)
     for conf in (cfg.get("callbacks") or {}).values():
         hydra.utils.instantiate(conf)
     for conf in (cfg.get("logger") or {}).values():
@@ -90,3 +93,51 @@ def test_cli_rejects_unknown_model_before_any_work(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "Unknown model 'resnet'" in result.stderr and "drmm5" in result.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_exponential_schedule_reaches_final_lr() -> None:
+    from drmm_lightning.training.schedules import exponential_to
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    scheduler = exponential_to(optimizer, final_lr=1e-6, total_steps=10)
+    rates = []
+    for _ in range(12):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(1e-3) and rates[5] == pytest.approx(1e-3 * 1e-3**0.5)
+    assert rates[10] == pytest.approx(1e-6) and rates[11] == pytest.approx(1e-6)
+
+
+def test_run_directories_of_simultaneous_jobs_differ(tmp_path: Path) -> None:
+    """Two processes started in the same second resolve different run directories."""
+    code = (
+        "from drmm_lightning.cli.config import CONF_DIR; from omegaconf import OmegaConf; "
+        "print(OmegaConf.create({'d': '${now:%S}_${uid:}'}).d)"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    names = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert names[0] != names[1] and all(len(n.split("_")[1]) == 6 for n in names)
+    cfg = make_config(tmp_path / "run")
+    assert cfg.hydra.run.dir.endswith("_${uid:}")
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_configs(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(root), "-w", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (wheel,) = tmp_path.glob("drmm_lightning-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for group in ("train", "eval", "render"):
+        assert f"drmm_lightning/conf/{group}.yaml" in names
+    presets = [n for n in names if n.startswith("drmm_lightning/conf/experiment/paper/")]
+    assert len(presets) == len(list((root / "conf" / "experiment" / "paper").glob("*.yaml")))

@@ -92,3 +92,22 @@ def test_aggregate_keeps_model_overrides_apart(tmp_path: Path) -> None:
 def test_aggregate_unknown_table() -> None:
     with pytest.raises(ValueError, match="valid: 1, 3, 4, 5"):
         table_markdown("2", {})
+
+
+def test_learning_curve_plot(tmp_path: Path) -> None:
+    from drmm_lightning.viz.plots import plot_curves, read_curves
+
+    for seed in (1, 2):
+        fake_run(tmp_path, "mnist_drmm5_semi_sup_100", seed, 5.0)
+        run = tmp_path / f"mnist_drmm5_semi_sup_100_drmm5_{seed}"
+        points = [
+            {"step": s, "epoch": s / 600, "test_error": 90.0 / (1 + s)} for s in (0, 100, 200)
+        ]
+        (run / "curve.jsonl").write_text("\n".join(json.dumps(p) for p in points))
+    groups = read_curves(tmp_path)
+    assert (
+        list(groups) == ["mnist_drmm5_semi_sup_100 [drmm5]"]
+        and len(groups[next(iter(groups))]) == 2
+    )
+    path = plot_curves(groups, tmp_path / "curves.png")
+    assert path.stat().st_size > 1000

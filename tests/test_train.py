@@ -15,7 +15,7 @@ from drmm_lightning.cli.eval import evaluate
 from drmm_lightning.cli.train import train
 from drmm_lightning.training import DRMMLitModule, NonFiniteLossError
 
-from .conftest import TINY, make_config, run_cli, tiny_config
+from .conftest import TINY, make_config, require_data, run_cli, tiny_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_data]
 
@@ -161,11 +161,19 @@ def test_ddp_cpu_two_processes_from_the_cli(tmp_path: Path, mnist: Path) -> None
     assert (run / "train_ddp_process_1.log").is_file()  # the second rank ran in the same run dir
 
 
-def test_every_experiment_preset_runs_one_batch(tmp_path: Path, mnist: Path) -> None:
-    presets = options("experiment")
-    assert presets, "no experiment presets"
-    result = run_cli(
-        "train", "-m", f"experiment={','.join(presets)}", "debug=fdr", *TINY, cwd=tmp_path
-    )
+@pytest.mark.parametrize("data", ["mnist", "cifar10"])
+def test_every_experiment_preset_runs_one_batch(data: str, tmp_path: Path, mnist: Path) -> None:
+    """All presets in one multirun with fast_dev_run; CIFAR-10 ones on the JPEG copy."""
+    presets = [p for p in options("experiment") if ("cifar10" in p) == (data == "cifar10")]
+    extra = ["data=image_folder", "data.path=cifar10-jpeg"] if data == "cifar10" else []
+    if extra:
+        require_data("cifar10-jpeg/train")
+    overrides = [
+        f"experiment={','.join(presets)}",
+        "debug=fdr",
+        "callbacks.test_curve.every_n_steps=0",
+    ]
+    tiny = [o for o in TINY if "val" not in o]  # the presets' own val_size=0 (N_L up to 60000)
+    result = run_cli("train", "-m", *overrides, *tiny, *extra, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("[drmm] test/error") == len(presets)

@@ -75,6 +75,8 @@ def render(cfg: DictConfig) -> list[Path]:
     paths = []
     for name, picture in pictures.items():
         paths.append(out / f"{name}.png")
+        if cfg.get("scale", 1) > 1:  # nearest-neighbour enlargement for viewing
+            picture = picture.repeat_interleave(cfg.scale, 1).repeat_interleave(cfg.scale, 2)
         save_image(picture, paths[-1])
         print(paths[-1])
     return paths

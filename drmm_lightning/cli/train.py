@@ -2,7 +2,7 @@
 
 drmm-train                                   # the default experiment
 drmm-train model=drmm2 regime=sup data.num_labeled=600
-drmm-train experiment=paper/table1_drmm5_semi_sup_100 seed=1,2,3 -m
+drmm-train experiment=paper/mnist_drmm5_semi_sup_100 seed=1,2,3 -m
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from .wiring import (
     build_callbacks,
     build_loggers,
     finish_loggers,
+    has_validation,
     print_config,
     rank_zero_print,
     save_results,
@@ -95,8 +96,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     loggers = build_loggers(cfg, saved.get("logger_ids", {}))
     callbacks = build_callbacks(cfg, datamodule, checkpoint_dir(cfg, plan[0][0]))
+    no_val = {} if has_validation(datamodule) else {"limit_val_batches": 0}
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, **no_val
     )
     for logger in loggers:
         logger.log_hyperparams(model.run_config)

@@ -82,6 +82,7 @@ class RenderingLayer(nn.Module):
     """A convolutional rendering layer Lambda^(l) of the DRMM (Section 3.2)."""
 
     prior_momentum = 0.01  # the authors' EMA of the switch statistics (decay 0.99)
+    prior_batch = 32  # images of each training batch that update the priors
 
     def __init__(self, spec: LayerSpec, input_size: int) -> None:
         super().__init__()
@@ -164,9 +165,12 @@ class RenderingLayer(nn.Module):
 
     @torch.no_grad()
     def update_priors(self, a: Tensor, t: Tensor | None) -> None:
-        """Move the switch priors towards this batch's switch frequencies."""
+        """Move the switch priors towards the switch frequencies of (up to `prior_batch` images
+        of) this batch: the EMA averages over steps, so a slice of each batch is enough."""
+        a = a[: self.prior_batch]
         self.prior_a.lerp_(a.to(self.prior_a.dtype).mean(0), self.prior_momentum)
         if t is not None:
+            t = t[: self.prior_batch]
             rows, cols = t.div(self.conv_size, rounding_mode="floor"), t % self.conv_size
             position = F.one_hot((rows % 2) * 2 + cols % 2, 4).to(self.prior_t.dtype).mean(0)
             self.prior_t.lerp_(position, self.prior_momentum)

@@ -50,9 +50,8 @@ class DRMMLitModule(L.LightningModule):
         self.val_acc_best = MaxMetric()
         self.val_rec = MeanMetric()
         self.test_rec = MeanMetric()
-        self.run_config: dict[str, Any] | None = (
-            None  # the resolved run config, kept in checkpoints
-        )
+        # the resolved run config, kept in checkpoints (drmm-eval and drmm-render read it)
+        self.run_config: dict[str, Any] | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         """Class logits (the bottom-up E-step)."""
@@ -64,32 +63,27 @@ class DRMMLitModule(L.LightningModule):
         labeled, unlabeled = batch.get("labeled"), batch.get("unlabeled")
         out = self.objective(self.net, labeled, unlabeled)
         self.check_finite(out.loss, out.terms)
-        n = sum(len(b[0]) if isinstance(b, (tuple, list)) else len(b) for b in batch.values())
-        for name, value in out.terms.items():
-            self.log(f"train/{name}", value, on_step=True, on_epoch=True, batch_size=n)
+        n = out.num_labeled + (0 if unlabeled is None else len(unlabeled))
+        logged = {f"train/{name}": value for name, value in out.terms.items()}
+        logged["train/sigma2"] = self.net.log_sigma2.detach().exp()
+        self.log_dict(logged, on_step=True, on_epoch=True, batch_size=n, sync_dist=True)
         self.log(
             "train/loss",
             out.loss.detach(),
+            prog_bar=True,
             on_step=True,
             on_epoch=True,
-            prog_bar=True,
             batch_size=n,
-        )
-        self.log(
-            "train/sigma2",
-            self.net.log_sigma2.detach().exp(),
-            on_step=False,
-            on_epoch=True,
-            batch_size=n,
+            sync_dist=True,
         )
         if labeled is not None:
             self.train_acc(out.inference.logits[: out.num_labeled], labeled[1])
             self.log(
                 "train/acc",
                 self.train_acc,
+                prog_bar=True,
                 on_step=False,
                 on_epoch=True,
-                prog_bar=True,
                 batch_size=out.num_labeled,
             )
         return out.loss
@@ -154,11 +148,11 @@ class DRMMLitModule(L.LightningModule):
 
     # ----- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        return self.build_optimizers(int(self.trainer.estimated_stepping_batches))
+        return self.build_optimizers(lambda: int(self.trainer.estimated_stepping_batches))
 
-    def build_optimizers(self, total_steps: int) -> Any:
+    def build_optimizers(self, total_steps: Callable[[], int]) -> Any:
         """The configured optimizer (default Adam 1e-3) and scheduler; schedulers that take
-        `total_steps` get the run's number of optimizer steps."""
+        `total_steps` get the run's number of optimizer steps (asked for only then)."""
         make_opt = self.hparams.optimizer or (lambda params: torch.optim.Adam(params, lr=1e-3))
         optimizer = make_opt(params=self.parameters())
         make_scheduler = self.hparams.scheduler
@@ -166,7 +160,7 @@ class DRMMLitModule(L.LightningModule):
             return optimizer
         wants_steps = "total_steps" in inspect.signature(make_scheduler).parameters
         scheduler = make_scheduler(
-            optimizer=optimizer, **({"total_steps": total_steps} if wants_steps else {})
+            optimizer=optimizer, **({"total_steps": total_steps()} if wants_steps else {})
         )
         interval = self.hparams.scheduler_interval
         return {
