@@ -4,7 +4,8 @@
     drmm-render ckpt_path=last what=samples classes=[3,5] per_class=16
 
 what: reconstructions (test images above their renderings), templates (closed-form class
-appearance, Eq. 46, above gradient-ascent activity maximisation), samples (one row per class,
+appearance, Eq. 46, above gradient-ascent activity maximisation, both at the mean norm of the
+test images), samples (one row per class,
 Eqs. 5-7), filters (first layer), layers (intermediate rendered templates z^(l), one file per
 layer). Files go to <run>/renders/ unless out_dir is given.
 """
@@ -56,15 +57,16 @@ def render(cfg: DictConfig) -> list[Path]:
     out = Path(cfg.out_dir) if cfg.out_dir else ckpt.parent.parent / "renders"
     out.mkdir(parents=True, exist_ok=True)
     images = None
-    if {"reconstructions", "layers"} & set(what):
+    if {"reconstructions", "layers", "templates"} & set(what):
         images = test_images(read_checkpoint(ckpt), cfg.get("data"), cfg.num_images)
     generator = torch.Generator().manual_seed(cfg.seed)
     pictures: dict[str, torch.Tensor] = {}
     for kind in what:
         if kind == "reconstructions":
             pictures[kind] = grids.reconstructions(model, images, nrow=min(8, len(images)))
-        elif kind == "templates":
-            pictures[kind] = grids.class_appearances(model, classes)
+        elif kind == "templates":  # at the norm of real images: scores carry biases
+            norm = images.flatten(1).norm(dim=1).mean().item()
+            pictures[kind] = grids.class_appearances(model, classes, norm)
         elif kind == "samples":
             pictures[kind] = grids.samples(model, classes, cfg.per_class, generator)
         elif kind == "filters":
