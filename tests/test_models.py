@@ -298,3 +298,30 @@ def test_unknown_architecture_lists_valid_names() -> None:
         build_model("resnet50")
     for name in ARCHITECTURES:
         assert name in str(info.value)
+
+
+@pytest.mark.parametrize("name, factor_top", [("drmm2", False), ("rfm", True), ("drfm2", True)])
+def test_eg_step_renders_what_evaluation_renders(name: str, factor_top: bool) -> None:
+    """The EG step's reconstruction starts where evaluation's does: the labels and the inferred
+    class for a mixture top, E[z | I] for a factor top (whose class templates are only for
+    rendering a given class)."""
+    from drmm_lightning.training import EGObjective
+
+    torch.manual_seed(0)
+    model = build_model(name, 1, 10, 28).eval()
+    x, labels, unlabeled = (
+        torch.rand(4, 1, 28, 28),
+        torch.tensor([1, 2, 3, 4]),
+        torch.rand(3, 1, 28, 28),
+    )
+    out = EGObjective()(model, (x, labels), unlabeled)
+    inference = model.infer(torch.cat([x, unlabeled]))
+    if not factor_top:
+        classes = torch.cat([labels, inference.logits[4:].argmax(1)])
+        expected = model.render(inference, classes).image
+    else:
+        expected = model.render(inference).image
+        assert not torch.allclose(
+            expected, model.render(inference, inference.logits.argmax(1)).image
+        )
+    torch.testing.assert_close(out.rendered, expected)

@@ -95,7 +95,7 @@ def test_aggregate_unknown_table() -> None:
 
 
 def test_learning_curve_plot(tmp_path: Path) -> None:
-    from drmm_lightning.viz.plots import plot_curves, read_curves
+    from drmm_lightning.viz.plots import epochs_to, plot_curves, read_curves
 
     for seed in (1, 2):
         fake_run(tmp_path, "mnist_drmm5_semi_sup_100", seed, 5.0)
@@ -111,3 +111,5 @@ def test_learning_curve_plot(tmp_path: Path) -> None:
     )
     path = plot_curves(groups, tmp_path / "curves.png")
     assert path.stat().st_size > 1000
+    run = groups[next(iter(groups))][0]  # errors 90, 0.89, 0.45 at epochs 0, 1/6, 1/3
+    assert epochs_to(run, 1.0) == pytest.approx(1 / 6) and epochs_to(run, 0.1) is None

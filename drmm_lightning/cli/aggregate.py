@@ -18,6 +18,7 @@ from .config import CONF_DIR
 from .tables import TABLES, Cell
 
 METRIC = "test/error"
+RECONSTRUCTION = "test/reconstruction"  # per-pixel squared error of the rendered test images
 
 
 def collect(root: str | Path) -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -45,6 +46,8 @@ def cell_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
         "epochs": max(r.get("epochs", 0) for r in records),
         "steps": max(r.get("global_step", 0) for r in records),
         "minutes": statistics.fmean(r.get("wall_time_s", 0.0) for r in records) / 60,
+        "per_seed": {r.get("seed"): r["metrics"][METRIC] for r in records},
+        "reconstruction": [r["metrics"].get(RECONSTRUCTION) for r in records],
     }
 
 
@@ -52,11 +55,19 @@ def format_cell(cell: Cell, stats: dict[str, Any] | None) -> str:
     """One markdown row: measured, paper, difference and budget (or 'no runs')."""
     paper = "-" if cell.paper is None else f"{cell.paper:.2f}"
     if stats is None:
-        return f"| {cell.row} | {cell.column} | no runs | {paper} | | | |"
+        return f"| {cell.row} | {cell.column} | no runs | {paper} | | | | | |"
     measured = f"{stats['mean']:.2f} ± {stats['std']:.2f} (n={stats['n']})"
     delta = "" if cell.paper is None else f"{stats['mean'] - cell.paper:+.2f}"
     budget = f"{stats['epochs']} ep / {stats['steps']} steps"
-    return f"| {cell.row} | {cell.column} | {measured} | {paper} | {delta} | {budget} | {stats['minutes']:.1f} |"
+    per_seed = ", ".join(
+        f"{seed}: {error:.2f}" for seed, error in sorted(stats["per_seed"].items())
+    )
+    recon = [r for r in stats["reconstruction"] if r is not None]
+    recon_text = f"{statistics.fmean(recon):.3f}" if recon else "-"
+    return (
+        f"| {cell.row} | {cell.column} | {measured} | {paper} | {delta} | {budget} "
+        f"| {stats['minutes']:.1f} | {per_seed} | {recon_text} |"
+    )
 
 
 def preset_model(preset: str) -> str:
@@ -74,8 +85,9 @@ def table_markdown(table_id: str, runs: dict[tuple[str, str], list[dict[str, Any
     lines = [
         f"### {table.title}",
         "",
-        "| model | N_L | measured test error % (mean ± std over seeds) | paper % | difference (pp) | budget | minutes per run |",
-        "|---|---|---|---|---|---|---|",
+        "| model | N_L | measured test error % (mean ± std over seeds) | paper % | difference (pp) "
+        "| budget | minutes per run | error per seed | test reconstruction |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     missing = 0
     for cell in table.cells:

@@ -33,32 +33,27 @@ class DatasetSpec:
     files: tuple[str, ...]
     host: str  # probed before a download so that an offline machine fails fast
     num_classes: int | None  # None: known once the folder is read
-    mean: tuple[float, ...] | None  # None: pixels scaled to [0, 1] only, as in the authors' code
-    std: tuple[float, ...] | None
-    augment: bool
+    mean: tuple[float, ...] | None = (
+        None  # None: pixels scaled to [0, 1] only, as in the authors' code
+    )
+    std: tuple[float, ...] | None = None
+    augment: bool = False
+
+
+def _mnist_like(torchvision_class: type) -> DatasetSpec:
+    """MNIST and Fashion-MNIST share their file names, layout and preprocessing."""
+    return DatasetSpec(
+        torchvision_class=torchvision_class,
+        folder=f"{torchvision_class.__name__}/raw",
+        files=_MNIST_FILES,
+        host=urlparse(torchvision_class.mirrors[0]).hostname,
+        num_classes=10,
+    )
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "mnist": DatasetSpec(
-        torchvision_class=tv.MNIST,
-        folder="MNIST/raw",
-        files=_MNIST_FILES,
-        host=urlparse(tv.MNIST.mirrors[0]).hostname,
-        num_classes=10,
-        mean=None,
-        std=None,
-        augment=False,
-    ),
-    "fashion_mnist": DatasetSpec(
-        torchvision_class=tv.FashionMNIST,
-        folder="FashionMNIST/raw",
-        files=_MNIST_FILES,
-        host=urlparse(tv.FashionMNIST.mirrors[0]).hostname,
-        num_classes=10,
-        mean=None,
-        std=None,
-        augment=False,
-    ),
+    "mnist": _mnist_like(tv.MNIST),
+    "fashion_mnist": _mnist_like(tv.FashionMNIST),
     "cifar10": DatasetSpec(
         torchvision_class=tv.CIFAR10,
         folder=tv.CIFAR10.base_folder,

@@ -82,6 +82,10 @@ def check_stack(specs: Sequence[LayerSpec], in_channels: int, image_size: int) -
 class DRMM(nn.Module):
     """Deep Rendering Mixture Model with class templates tied to a linear classifier."""
 
+    # The top latent the EG step renders from: the class c (a mixture top), or, for the factor
+    # models, the inferred code E[z | I] whatever the class (see factor.py).
+    renders_class: bool = True
+
     def __init__(
         self,
         specs: Sequence[LayerSpec],

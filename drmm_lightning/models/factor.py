@@ -7,7 +7,9 @@ classes by the exact Gaussian posterior of z given the top features (the factor-
     S = (I + Lambda^T Lambda / sigma^2)^-1,   m = S Lambda^T f / sigma^2
       = (sigma^2 I + Lambda^T Lambda)^-1 Lambda^T f          (a d x d solve)
 
-Classification is a softmax on m; rendering starts from a latent code through Lambda_top.
+Classification is a softmax on m; reconstruction (in the EG step and in evaluation alike) renders
+Lambda_top m, and sampling renders Lambda_top z. Rendering given a class (`render(inference, c)`)
+uses the class's template instead, so that it stays the input gradient of logit c.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from .layer import LayerSpec
 
 class DRFM(DRMM):
     """Deep Rendering Factor Model; with one rendering layer it is the shallow RFM."""
+
+    renders_class = False  # the top latent is z, not c: reconstructions start from E[z | I]
 
     def __init__(
         self,

@@ -139,8 +139,9 @@ class EGObjective:
             loss = loss + w.class_balance * terms["class_balance"]
         rendered = None
         if w.renders:
-            classes = self.render_classes(logits, labels)[part]
-            rendering = model.render(inference.select(part), classes)  # top-down E-step
+            # Top-down E-step, from the class (mixture top) or from E[z | I] (factor top).
+            classes = self.render_classes(logits, labels)[part] if model.renders_class else None
+            rendering = model.render(inference.select(part), classes)
             rendered = rendering.image
             terms["reconstruction"] = reconstruction_error(x[part], rendered)
             terms["nonneg"] = nonneg_penalty(rendering.templates)

@@ -27,6 +27,12 @@ def read_curves(root: str | Path) -> dict[str, list[list[dict]]]:
     return groups
 
 
+def epochs_to(run: list[dict], error: float) -> float | None:
+    """The first recorded epoch at which a run's test error is at most `error` (%), or None
+    (paper Section 4: epochs to 1.5% for EG against backprop)."""
+    return next((p["epoch"] for p in run if p["test_error"] <= error), None)
+
+
 def plot_curves(groups: dict[str, list[list[dict]]], path: str | Path, title: str = "") -> Path:
     """One line per run (same colour per group), test error (%) against epoch, log scale."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
