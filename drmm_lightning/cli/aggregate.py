@@ -46,7 +46,7 @@ def cell_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
         "epochs": max(r.get("epochs", 0) for r in records),
         "steps": max(r.get("global_step", 0) for r in records),
         "minutes": statistics.fmean(r.get("wall_time_s", 0.0) for r in records) / 60,
-        "per_seed": {r.get("seed"): r["metrics"][METRIC] for r in records},
+        "per_seed": sorted((r.get("seed"), r["metrics"][METRIC]) for r in records),
         "reconstruction": [r["metrics"].get(RECONSTRUCTION) for r in records],
     }
 
@@ -59,9 +59,7 @@ def format_cell(cell: Cell, stats: dict[str, Any] | None) -> str:
     measured = f"{stats['mean']:.2f} ± {stats['std']:.2f} (n={stats['n']})"
     delta = "" if cell.paper is None else f"{stats['mean'] - cell.paper:+.2f}"
     budget = f"{stats['epochs']} ep / {stats['steps']} steps"
-    per_seed = ", ".join(
-        f"{seed}: {error:.2f}" for seed, error in sorted(stats["per_seed"].items())
-    )
+    per_seed = ", ".join(f"{seed}: {error:.2f}" for seed, error in stats["per_seed"])
     recon = [r for r in stats["reconstruction"] if r is not None]
     recon_text = f"{statistics.fmean(recon):.3f}" if recon else "-"
     return (

@@ -5,9 +5,9 @@
 
 what: reconstructions (test images above their renderings), templates (closed-form class
 appearance, Eq. 46, above gradient-ascent activity maximisation, both at the mean norm of the
-test images), samples (one row per class,
-Eqs. 5-7), filters (first layer), layers (intermediate rendered templates z^(l), one file per
-layer). Files go to <run>/renders/ unless out_dir is given.
+test images), samples (one row per class, Eqs. 5-7), filters (first layer), layers
+(intermediate rendered templates z^(l), one file per layer). Files go to <run>/renders/ unless
+out_dir is given.
 """
 
 from __future__ import annotations

@@ -33,9 +33,8 @@ class DatasetSpec:
     files: tuple[str, ...]
     host: str  # probed before a download so that an offline machine fails fast
     num_classes: int | None  # None: known once the folder is read
-    mean: tuple[float, ...] | None = (
-        None  # None: pixels scaled to [0, 1] only, as in the authors' code
-    )
+    # None: pixels scaled to [0, 1] only, as in the authors' code
+    mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     augment: bool = False
 

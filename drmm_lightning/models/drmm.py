@@ -82,10 +82,6 @@ def check_stack(specs: Sequence[LayerSpec], in_channels: int, image_size: int) -
 class DRMM(nn.Module):
     """Deep Rendering Mixture Model with class templates tied to a linear classifier."""
 
-    # The top latent the EG step renders from: the class c (a mixture top), or, for the factor
-    # models, the inferred code E[z | I] whatever the class (see factor.py).
-    renders_class: bool = True
-
     def __init__(
         self,
         specs: Sequence[LayerSpec],
@@ -170,6 +166,11 @@ class DRMM(nn.Module):
         switches = [layer.sample_switches(batch, generator) for layer in self.layers]
         empty = self.log_sigma2.new_empty(batch, 0)
         return Inference(empty, empty, switches)
+
+    def reconstruct(self, inference: Inference, classes: Tensor) -> Rendering:
+        """The rendering the EG step fits to the image: from each image's class (its label, or
+        the E-step's estimate, hard or soft), the latent of a mixture top."""
+        return self.render(inference, classes)
 
     def render(self, inference: Inference, classes: Tensor | None = None) -> Rendering:
         """Top-down E-step (Eqs. 35-36): render z^(L) down to the image through the switches."""

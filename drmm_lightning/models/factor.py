@@ -27,8 +27,6 @@ from .layer import LayerSpec
 class DRFM(DRMM):
     """Deep Rendering Factor Model; with one rendering layer it is the shallow RFM."""
 
-    renders_class = False  # the top latent is z, not c: reconstructions start from E[z | I]
-
     def __init__(
         self,
         specs: Sequence[LayerSpec],
@@ -85,6 +83,10 @@ class DRFM(DRMM):
         """What the class-c logit matches against in the top map: Lambda (sigma^2 I +
         Lambda^T Lambda)^-1 v_c, the rendering of the latent code that class c reads."""
         return self.render_code(self.solve_precision(self.class_rows(classes)))
+
+    def reconstruct(self, inference: Inference, classes: Tensor) -> Rendering:
+        """The top latent is z, not c: the EG step renders from E[z | I] whatever the class."""
+        return self.render(inference)
 
     def top_template(self, inference: Inference, classes: Tensor | None) -> Tensor:
         """z^(L): the class template when classes are given, else Lambda_top E[z | I]."""

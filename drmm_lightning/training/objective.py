@@ -139,9 +139,8 @@ class EGObjective:
             loss = loss + w.class_balance * terms["class_balance"]
         rendered = None
         if w.renders:
-            # Top-down E-step, from the class (mixture top) or from E[z | I] (factor top).
-            classes = self.render_classes(logits, labels)[part] if model.renders_class else None
-            rendering = model.render(inference.select(part), classes)
+            classes = self.render_classes(logits, labels)[part]
+            rendering = model.reconstruct(inference.select(part), classes)  # top-down E-step
             rendered = rendering.image
             terms["reconstruction"] = reconstruction_error(x[part], rendered)
             terms["nonneg"] = nonneg_penalty(rendering.templates)
