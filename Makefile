@@ -11,7 +11,7 @@ TABLE ?= 1
 export DRMM_DATA_DIR ?= $(abspath ../shared/data)
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast table bench lint clean
+.PHONY: help install train test test-fast table ablation bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the package with its dev extras
 
-train: $(STAMP) ## train the default experiment (drmm5, semi-sup MNIST, N_L=100); extra overrides: ARGS="..."
+train: $(STAMP) ## train the default experiment (drmm5_nrm, normalized render, semi-sup MNIST, N_L=100); ARGS="..."
 	$(BIN)/drmm-train $(ARGS)
 
 test: $(STAMP) ## run the whole test suite
@@ -36,6 +36,9 @@ test-fast: $(STAMP) ## the test suite without the slow end-to-end runs
 
 table: $(STAMP) ## reproduce a paper table on this machine: TABLE=1|3|4|5, ARGS="budget=..."
 	$(BIN)/python scripts/reproduce.py table=$(TABLE) $(ARGS)
+
+ablation: $(STAMP) ## the render-path ablation (docs/results.md), every row x seeds 1-3; ARGS="only=... seeds=..."
+	$(BIN)/python scripts/ablation.py $(ARGS)
 
 bench: $(STAMP) ## speed benchmarks: one training step (DRMM vs CNN) and the data pipeline
 	$(BIN)/python scripts/bench_step.py $(ARGS)

@@ -21,6 +21,31 @@ from drmm_lightning.cli.tables import TABLES
 OWN = ("table", "seeds", "budget", "only", "out")
 
 
+def run_presets(
+    group: str, presets: list[str], seeds: str, out: str, overrides: list[str]
+) -> list[str]:
+    """One drmm-train multirun over `seeds` per preset of conf/experiment/<group>/, into
+    <out>/<preset>/<time>_<uid>/<job>; returns the presets whose run failed."""
+    failed = []
+    for i, preset in enumerate(presets, 1):
+        command = [
+            sys.executable,
+            "-m",
+            "drmm_lightning.train",
+            "-m",
+            f"experiment={group}/{preset}",
+            f"seed={seeds}",
+            f"hydra.sweep.dir={out}/{preset}/${{now:%Y-%m-%d_%H-%M-%S}}_${{uid:}}",
+            *overrides,
+        ]
+        print(f"[{i}/{len(presets)}] {' '.join(command[2:])}", flush=True)
+        start = time.time()
+        if subprocess.run(command).returncode != 0:
+            failed.append(preset)
+        print(f"[{i}/{len(presets)}] {preset}: {(time.time() - start) / 60:.1f} min", flush=True)
+    return failed
+
+
 def main(argv: list[str]) -> int:
     args = dict(a.split("=", 1) for a in argv if a.split("=", 1)[0] in OWN)
     passthrough = [a for a in argv if a.split("=", 1)[0] not in OWN]
@@ -40,24 +65,7 @@ def main(argv: list[str]) -> int:
         if "budget" in args
         else []
     )
-    failed = []
-    for i, preset in enumerate(presets, 1):
-        command = [
-            sys.executable,
-            "-m",
-            "drmm_lightning.train",
-            "-m",
-            f"experiment=paper/{preset}",
-            f"seed={args.get('seeds', '1,2,3')}",
-            f"hydra.sweep.dir={out}/{preset}/${{now:%Y-%m-%d_%H-%M-%S}}_${{uid:}}",
-            *budget,
-            *passthrough,
-        ]
-        print(f"[{i}/{len(presets)}] {' '.join(command[2:])}", flush=True)
-        start = time.time()
-        if subprocess.run(command).returncode != 0:
-            failed.append(preset)
-        print(f"[{i}/{len(presets)}] {preset}: {(time.time() - start) / 60:.1f} min", flush=True)
+    failed = run_presets("paper", presets, args.get("seeds", "1,2,3"), out, budget + passthrough)
     print(f"Done. Aggregate with: python scripts/aggregate.py table={table} runs={out}")
     if failed:
         print(f"Failed cells: {', '.join(failed)}", file=sys.stderr)

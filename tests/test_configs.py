@@ -24,7 +24,7 @@ CHOICES = [(group, option) for group in GROUPS for option in options(group)]
 
 
 def test_every_group_has_options() -> None:
-    for group in ("data", "model", "objective", "regime", "trainer", "logger", "debug"):
+    for group in ("data", "model", "objective", "render", "regime", "trainer", "logger", "debug"):
         assert options(group), group
     assert {"rfm", "drfm2", "drmm2", "drmm5", "drmm9"} <= set(options("model"))
     assert {"drmm", "nn_kl", "dcn", "entropy_only"} <= set(options("objective"))

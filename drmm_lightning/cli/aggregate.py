@@ -21,17 +21,17 @@ METRIC = "test/error"
 RECONSTRUCTION = "test/reconstruction"  # per-pixel squared error of the rendered test images
 
 
-def collect(root: str | Path) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """results.json records under `root` (paper presets only), grouped by (preset, model): a
-    run with a model override (e.g. model=drmm5_nrm) is kept apart from the preset's own."""
+def collect(root: str | Path, group: str = "paper") -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """results.json records under `root` of the presets in experiment/<group>/, grouped by
+    (preset, model): a run with a model override (e.g. model=drmm5_nrm) is kept apart."""
     runs: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for path in sorted(Path(root).rglob("results.json")):
         record = json.loads(path.read_text())
         choices = record.get("choices") or {}
         experiment = choices.get("experiment") or ""
-        if experiment.startswith("paper/") and METRIC in record.get("metrics", {}):
+        if experiment.startswith(f"{group}/") and METRIC in record.get("metrics", {}):
             record["path"] = str(path.parent)
-            runs[experiment.removeprefix("paper/"), choices.get("model", "")].append(record)
+            runs[experiment.removeprefix(f"{group}/"), choices.get("model", "")].append(record)
     return runs
 
 
@@ -98,4 +98,54 @@ def table_markdown(table_id: str, runs: dict[tuple[str, str], list[dict[str, Any
             shown = cell if default else replace(cell, row=f"{cell.row} [model={model}]")
             lines.append(format_cell(shown, cell_stats(runs[cell.preset, model])))
     lines += ["", f"{len(table.cells) - missing} of {len(table.cells)} cells have runs."]
+    return "\n".join(lines)
+
+
+# Reconstruction references on the MNIST test set, pixels in [0, 1] (shared/reference notes).
+REFERENCES = {"blank image": 0.112, "uniform grey": 0.095, "mean image": 0.067, "class mean": 0.053}
+RENDER_ARGMIN = "test/render_argmin_acc"
+
+
+def _mean(values: list[float]) -> str:
+    return f"{statistics.fmean(values):.3f}" if values else "-"
+
+
+def ablation_markdown(
+    runs: dict[tuple[str, str], list[dict[str, Any]]], rows: list[str], control: str
+) -> str:
+    """The ablation as a markdown table: test error per seed and its mean, the paired
+    difference to `control` on each seed, test reconstruction (only where the row renders)
+    and render-argmin accuracy."""
+    by_row = {row: [r for (p, _), rs in runs.items() if p == row for r in rs] for row in rows}
+    control_error = {r.get("seed"): r["metrics"][METRIC] for r in by_row.get(control, [])}
+    lines = [
+        "| row | test error % (mean ± std) | per seed | paired vs "
+        f"{control} (pp, per seed) | test reconstruction | render-argmin acc % | minutes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        records = by_row[row]
+        if not records:
+            lines.append(f"| {row} | no runs | | | | | |")
+            continue
+        stats = cell_stats(records)
+        paired = [
+            f"{seed}: {error - control_error[seed]:+.2f}"
+            for seed, error in stats["per_seed"]
+            if seed in control_error and row != control
+        ]
+        renders = [r for r in records if "train/reconstruction" in r["metrics"]]
+        recon = [r["metrics"][RECONSTRUCTION] for r in renders if RECONSTRUCTION in r["metrics"]]
+        argmin = [
+            100 * r["metrics"][RENDER_ARGMIN] for r in renders if RENDER_ARGMIN in r["metrics"]
+        ]
+        per_seed = ", ".join(f"{seed}: {error:.2f}" for seed, error in stats["per_seed"])
+        argmin_text = f"{statistics.fmean(argmin):.1f}" if argmin else "-"
+        lines.append(
+            f"| {row} | {stats['mean']:.2f} ± {stats['std']:.2f} (n={stats['n']}) | {per_seed} "
+            f"| {', '.join(paired) or '-'} | {_mean(recon)} | {argmin_text} "
+            f"| {stats['minutes']:.1f} |"
+        )
+    refs = ", ".join(f"{name} {value}" for name, value in REFERENCES.items())
+    lines += ["", f"Reconstruction references (MNIST test set, [0, 1] pixels): {refs}."]
     return "\n".join(lines)

@@ -14,6 +14,7 @@ GROUPS = (
     "data",
     "model",
     "objective",
+    "render",
     "regime",
     "trainer",
     "callbacks",

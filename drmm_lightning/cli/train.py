@@ -17,6 +17,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from ..models import RENDER_PATHS
 from ..training import DRMMLitModule, EGObjective
 from .checkpoints import check_same_model, find_checkpoint, read_checkpoint
 from .config import CONF_DIR, check_overrides
@@ -46,6 +47,7 @@ def build_module(cfg: DictConfig, datamodule: Any) -> DRMMLitModule:
         num_classes=datamodule.num_classes,
         image_size=datamodule.image_size,
         objective=OmegaConf.to_container(cfg.objective, resolve=True),
+        pixel_std=datamodule.transform.std,
         _convert_="partial",
     )
 
@@ -75,6 +77,11 @@ def validate(cfg: DictConfig) -> None:
     if cfg.regime.pretrain_epochs < 0 or cfg.trainer.max_epochs < 0:
         raise ValueError("regime.pretrain_epochs and trainer.max_epochs must be >= 0.")
     EGObjective.from_config(OmegaConf.to_container(cfg.objective, resolve=True))
+    path = (cfg.model.get("arch_kwargs") or {}).get("render_path", "adjoint")
+    if path not in RENDER_PATHS:
+        raise ValueError(
+            f"Unknown model.arch_kwargs.render_path {path!r}; valid: {', '.join(RENDER_PATHS)}."
+        )
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

@@ -51,6 +51,8 @@ class DRMMDataModule(L.LightningDataModule):
     - augment: None takes the data set's default (off for MNIST-like sets, on for CIFAR and
       folders); max_shift and hflip say which augmentations it turns on.
     - mean, std: per-channel normalisation; None takes the data set's default.
+    - standardize: with mean and std unset, standardise with the training set's per-channel
+      statistics (MNIST 0.1307 / 0.3081) where the data set's default is raw [0, 1] pixels.
     - index_dir: the run directory; the split is saved there and read back on resume.
     - data: pre-built (train, test) images to serve instead of loading `name` (whose
       preprocessing defaults still apply), e.g. for tests.
@@ -75,6 +77,7 @@ class DRMMDataModule(L.LightningDataModule):
         hflip: bool = True,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        standardize: bool = False,
         num_workers: int = 0,
         index_dir: str | os.PathLike | None = None,
         download: bool = True,
@@ -110,6 +113,8 @@ class DRMMDataModule(L.LightningDataModule):
         root_dir = resolve_data_root(root)
         self.location = root_dir if path is None else root_dir / Path(path).expanduser()
         augment = spec.augment if augment is None else augment
+        if mean is None and spec.mean is None and standardize and spec.stats is not None:
+            mean, std = spec.stats
         self.transform = BatchTransform(
             mean=tuple(mean) if mean is not None else spec.mean,
             std=tuple(std) if std is not None else spec.std,

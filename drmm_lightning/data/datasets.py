@@ -37,9 +37,11 @@ class DatasetSpec:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     augment: bool = False
+    # the training set's per-channel pixel mean and std, for standardize=True
+    stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
-def _mnist_like(torchvision_class: type) -> DatasetSpec:
+def _mnist_like(torchvision_class: type, mean: float, std: float) -> DatasetSpec:
     """MNIST and Fashion-MNIST share their file names, layout and preprocessing."""
     return DatasetSpec(
         torchvision_class=torchvision_class,
@@ -47,12 +49,13 @@ def _mnist_like(torchvision_class: type) -> DatasetSpec:
         files=_MNIST_FILES,
         host=urlparse(torchvision_class.mirrors[0]).hostname,
         num_classes=10,
+        stats=((mean,), (std,)),
     )
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "mnist": _mnist_like(tv.MNIST),
-    "fashion_mnist": _mnist_like(tv.FashionMNIST),
+    "mnist": _mnist_like(tv.MNIST, 0.1307, 0.3081),
+    "fashion_mnist": _mnist_like(tv.FashionMNIST, 0.2860, 0.3530),
     "cifar10": DatasetSpec(
         torchvision_class=tv.CIFAR10,
         folder=tv.CIFAR10.base_folder,

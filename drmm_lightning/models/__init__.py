@@ -2,21 +2,24 @@
 
 from .appearance import activity_maximization, class_appearance
 from .architectures import ARCHITECTURES, build_model
-from .drmm import DRMM, Inference, Rendering
+from .drmm import DRMM, RENDER_PATHS, Inference, Rendering
 from .factor import DRFM
 from .layer import LayerSpec, RenderingLayer, Switches
 from .objective import (
     class_balance_kl,
     cross_entropy,
     kl_term,
+    layer_reconstruction_error,
     nonneg_penalty,
     reconstruction_error,
 )
+from .posterior import class_render_errors, render_argmin
 
 __all__ = [
     "ARCHITECTURES",
     "DRFM",
     "DRMM",
+    "RENDER_PATHS",
     "Inference",
     "LayerSpec",
     "Rendering",
@@ -26,8 +29,11 @@ __all__ = [
     "build_model",
     "class_appearance",
     "class_balance_kl",
+    "class_render_errors",
     "cross_entropy",
     "kl_term",
+    "layer_reconstruction_error",
     "nonneg_penalty",
     "reconstruction_error",
+    "render_argmin",
 ]

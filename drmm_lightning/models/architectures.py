@@ -78,6 +78,8 @@ def build_model(
     image_size: int = 28,
     batch_norm: bool = True,
     nonneg_render: bool = False,
+    render_path: str = "adjoint",
+    leak: float = 0.0,
     **kwargs,
 ) -> DRMM:
     """Build a model of the DRMM family by architecture name (see ARCHITECTURES)."""
@@ -85,6 +87,5 @@ def build_model(
         raise ValueError(f"Unknown architecture {name!r}; valid names: {sorted(ARCHITECTURES)}.")
     cls, layers, defaults = ARCHITECTURES[name]
     specs = chain(layers, in_channels, batch_norm)
-    return cls(
-        specs, num_classes, image_size, nonneg_render=nonneg_render, **{**defaults, **kwargs}
-    )
+    options = {"nonneg_render": nonneg_render, "render_path": render_path, "leak": leak}
+    return cls(specs, num_classes, image_size, **options, **{**defaults, **kwargs})

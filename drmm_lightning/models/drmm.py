@@ -6,6 +6,13 @@ Top-down E-step (Eqs. 35-36): render the template mu_c back through the inferred
 
 The class templates mu_c are tied to the classifier: mu_c is row c of its weight (the logit of
 class c is <mu_c, I^(L)> + b_c, Eq. 41), so rendering mu_c gives d logit_c / d I up to sigma^2.
+
+Two render paths share those tied weights and switches (RENDER_PATHS):
+- adjoint: the exact Eqs. 35-36, sigma^2 times the adjoint of the bottom-up linear path (the
+  paper's model; its scale follows the bottom-up batch-norm gains).
+- normalized: the authors' later code (DGM mnist/lenet_ld_opt.py): the same transposed
+  convolutions without the bottom-up gain, each followed by its own, untied batch norm (with a
+  per-channel top-down bias), the last one on the rendered image itself. Not in the paper.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from torch import Tensor, nn
 from .appearance import class_appearance
 from .layer import LayerSpec, RenderingLayer, Switches
 
+RENDER_PATHS = ("adjoint", "normalized")
+
 
 @dataclass
 class Inference:
@@ -30,6 +39,7 @@ class Inference:
     features: Tensor  # I^(L), the top feature map (B, K, H, W)
     switches: list[Switches]  # one per layer, bottom to top
     code: Tensor | None = None  # factor models: posterior mean of the top latent z (B, d)
+    hidden: list[Tensor] | None = None  # bottom-up activations I^(1), ..., I^(L)
 
     def select(self, rows: slice) -> Inference:
         """The inference of a sub-batch (e.g. the unlabeled half of a joint batch)."""
@@ -37,7 +47,8 @@ class Inference:
             return self
         code = None if self.code is None else self.code[rows]
         switches = [s.select(rows) for s in self.switches]
-        return Inference(self.logits[rows], self.features[rows], switches, code)
+        hidden = None if self.hidden is None else [h[rows] for h in self.hidden]
+        return Inference(self.logits[rows], self.features[rows], switches, code, hidden)
 
 
 @dataclass
@@ -88,8 +99,14 @@ class DRMM(nn.Module):
         num_classes: int,
         image_size: int,
         nonneg_render: bool = False,
+        render_path: str = "adjoint",
+        leak: float = 0.0,
     ) -> None:
         super().__init__()
+        if render_path not in RENDER_PATHS:
+            raise ValueError(f"Unknown render_path {render_path!r}; valid: {RENDER_PATHS}.")
+        if not 0.0 <= leak <= 1.0:
+            raise ValueError(f"leak must be in [0, 1], got {leak}.")
         sizes = check_stack(specs, specs[0].in_channels if specs else 0, image_size)
         self.in_channels = specs[0].in_channels
         self.image_size = image_size
@@ -99,6 +116,15 @@ class DRMM(nn.Module):
         self.nonneg_render = nonneg_render
         inputs = [image_size, *sizes[:-1]]
         self.layers = nn.ModuleList(RenderingLayer(s, n) for s, n in zip(specs, inputs))
+        self.render_path = render_path
+        self.leak = leak  # what switched-off ReLU units pass top-down (0: exact Eq. 35)
+        # normalized path: an untied batch norm after each transposed convolution (DGM code);
+        # top_down[i] normalises what layer i renders, i.e. z^(i-1); top_down[0] is the image.
+        self.top_down = (
+            nn.ModuleList(nn.BatchNorm2d(s.in_channels) for s in specs)
+            if render_path == "normalized"
+            else None
+        )
         # Pixel noise variance sigma^2 (Eq. 7). The bottom-up weights are natural parameters
         # w = mu / sigma^2 (Section 3.1), so the rendered image is sigma^2 times the adjoint.
         self.log_sigma2 = nn.Parameter(torch.zeros(()))
@@ -114,18 +140,21 @@ class DRMM(nn.Module):
         return nn.Linear(self.top_dim, num_classes)
 
     # ----- bottom-up ---------------------------------------------------------------------------
-    def bottom_up(self, x: Tensor) -> tuple[Tensor, list[Switches]]:
-        """Fine-to-coarse pass through the rendering layers (Eq. 9): I^(L) and all switches."""
-        switches = []
+    def bottom_up(self, x: Tensor) -> tuple[list[Tensor], list[Switches]]:
+        """Fine-to-coarse pass through the rendering layers (Eq. 9): every I^(l) and switches."""
+        hidden, switches = [], []
         for layer in self.layers:
             x, sw = layer.bottom_up(x)
+            hidden.append(x)
             switches.append(sw)
-        return x, switches
+        return hidden, switches
 
     def infer(self, x: Tensor) -> Inference:
         """Bottom-up E-step: class logits (Eq. 41) and the switches of every layer."""
-        features, switches = self.bottom_up(x)
-        return Inference(self.classifier(features.flatten(1)), features, switches)
+        hidden, switches = self.bottom_up(x)
+        features = hidden[-1]
+        logits = self.classifier(features.flatten(1))
+        return Inference(logits, features, switches, hidden=hidden)
 
     def forward(self, x: Tensor) -> Tensor:
         """Class logits; the same numbers as a plain CNN holding the same weights."""
@@ -176,9 +205,12 @@ class DRMM(nn.Module):
         """Top-down E-step (Eqs. 35-36): render z^(L) down to the image through the switches."""
         z = self.top_template(inference, classes)
         templates = []
-        for layer, sw in zip(reversed(self.layers), reversed(inference.switches)):
+        exact = self.top_down is None
+        for i in reversed(range(len(self.layers))):
             if self.nonneg_render:
                 z = F.relu(z)
             templates.append(z)
-            z = layer.render(z, sw)
+            z = self.layers[i].render(z, inference.switches[i], self.leak, fold_gain=exact)
+            if self.top_down is not None:
+                z = self.top_down[i](z)
         return Rendering(self.log_sigma2.exp() * z, templates)

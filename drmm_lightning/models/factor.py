@@ -34,11 +34,13 @@ class DRFM(DRMM):
         image_size: int,
         factor_dim: int = 64,
         nonneg_render: bool = False,
+        render_path: str = "adjoint",
+        leak: float = 0.0,
     ) -> None:
         if factor_dim < 1:
             raise ValueError(f"factor_dim must be >= 1, got {factor_dim}.")
         self.factor_dim = factor_dim
-        super().__init__(specs, num_classes, image_size, nonneg_render)
+        super().__init__(specs, num_classes, image_size, nonneg_render, render_path, leak)
         self.loadings = nn.Parameter(
             torch.randn(self.top_dim, factor_dim) / math.sqrt(self.top_dim)
         )
@@ -61,9 +63,9 @@ class DRFM(DRMM):
 
     def infer(self, x: Tensor) -> Inference:
         """Bottom-up switches as in the DRMM, then the Gaussian posterior mean of z and logits."""
-        features, switches = self.bottom_up(x)
-        code = self.posterior_mean(features.flatten(1))
-        return Inference(self.classifier(code), features, switches, code)
+        hidden, switches = self.bottom_up(x)
+        code = self.posterior_mean(hidden[-1].flatten(1))
+        return Inference(self.classifier(code), hidden[-1], switches, code, hidden)
 
     @torch.no_grad()
     def sample(self, classes: Tensor, generator: torch.Generator | None = None) -> Rendering:

@@ -194,19 +194,27 @@ class RenderingLayer(nn.Module):
         size = (self.conv_size, self.conv_size)
         return Switches(a, t, size, self.eval_gain())
 
-    def render(self, z: Tensor, switches: Switches) -> Tensor:
-        """Coarse-to-fine E-step of one layer (Eqs. 35-36): z^(l) -> z^(l-1)."""
+    def render(
+        self, z: Tensor, switches: Switches, leak: float = 0.0, fold_gain: bool = True
+    ) -> Tensor:
+        """Coarse-to-fine E-step of one layer (Eqs. 35-36): z^(l) -> z^(l-1).
+
+        leak: what a switched-off ReLU unit passes (0 is the exact Eq. 35 mask; the authors'
+        later code uses 0.1). fold_gain: scale by the bottom-up batch-norm gain (the exact
+        adjoint); the normalized render path leaves it out and normalises on its own instead.
+        """
         pool = self.spec.pool
+        mask = switches.a if leak == 0 else switches.a + leak * ~switches.a
         if pool == "max":
-            z = F.max_unpool2d(z * switches.a, switches.t, 2, output_size=switches.size)
+            z = F.max_unpool2d(z * mask, switches.t, 2, output_size=switches.size)
         elif pool == "mean":
             h, w = switches.size
-            z = z.expand(-1, -1, h, w) * switches.a / (h * w)  # adjoint of the global mean
+            z = z.expand(-1, -1, h, w) * mask / (h * w)  # adjoint of the global mean
         else:
-            z = z * switches.a
+            z = z * mask
         weight = self.conv.weight
-        if switches.scale is not None:
+        if fold_gain and switches.scale is not None:
             weight = weight * switches.scale.view(-1, 1, 1, 1)  # folds the BN gain into Lambda
         if z.device.type == "cpu":  # oneDNN's transposed conv is much faster channels-last
             z = z.contiguous(memory_format=torch.channels_last)
-        return F.conv_transpose2d(z, weight, padding=self.spec.pad())
+        return F.conv_transpose2d(z, weight.to(z.dtype), padding=self.spec.pad())

@@ -20,12 +20,35 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(logits, targets)
 
 
-def reconstruction_error(images: Tensor, rendered: Tensor) -> Tensor:
+def reconstruction_error(
+    images: Tensor, rendered: Tensor, pixel_std: Tensor | None = None
+) -> Tensor:
     """Mean squared error per pixel between the images and their renderings ||I - I_hat||^2 / D.
 
     Under the Gaussian pixel noise of Eq. 7 this is -log p(I | c, g) up to scale and constant.
+    pixel_std: the per-channel std the inputs were standardised with, (C,) or None; the error is
+    then measured in the original [0, 1] pixel units, so it means the same for every run.
     """
-    return (images - rendered).pow(2).mean()
+    diff = images - rendered
+    if pixel_std is not None:
+        diff = diff * pixel_std.to(diff).view(1, -1, 1, 1)
+    return diff.pow(2).mean()
+
+
+def layer_reconstruction_error(templates: Sequence[Tensor], hidden: Sequence[Tensor]) -> Tensor:
+    """Per-layer costs (Ladder network; what-where autoencoders): each intermediate rendered
+    template z^(l), l = L-1 ... 1, against the bottom-up activation I^(l), which is normalised per
+    channel with its own batch statistics as the Ladder network's clean encoder targets are (this
+    keeps the decoder from shrinking its activations to win the cost). Mean over layers."""
+    pairs = list(zip(templates[1:], reversed(hidden[:-1])))
+    if not pairs:
+        return templates[0].new_zeros(())
+    costs = []
+    for z, h in pairs:
+        mean = h.detach().mean(dim=(0, 2, 3), keepdim=True)
+        std = h.detach().std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
+        costs.append((z - (h - mean) / std).pow(2).mean())
+    return torch.stack(costs).mean()
 
 
 def _log_prior(logits: Tensor, prior: Tensor | None) -> Tensor:

@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from torchvision.utils import save_image
 
+from ..models import reconstruction_error
 from ..viz import grids
 
 
@@ -103,7 +104,7 @@ class TestCurve(L.Callback):
             rendered = pl_module.net.render(inference).image
             wrong += (inference.logits.argmax(1) != y).sum().item()
             total += len(y)
-            squared_error += (x - rendered).pow(2).mean(dim=(1, 2, 3)).sum().item()
+            squared_error += len(y) * reconstruction_error(x, rendered, pl_module.pixel_std).item()
         pl_module.train(was_training)
         steps_per_epoch = max(trainer.num_training_batches, 1)
         line = {

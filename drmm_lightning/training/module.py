@@ -8,7 +8,7 @@ on both streams and takes the G-step on the EG objective (training/objective.py)
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
@@ -18,6 +18,8 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..models import build_model, cross_entropy, reconstruction_error
+from ..models.posterior import render_argmin
+from .diagnostics import render_diagnostics
 from .objective import EGObjective
 
 
@@ -39,17 +41,30 @@ class DRMMLitModule(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
         scheduler_interval: str = "epoch",
+        pixel_std: Sequence[float] | None = None,
+        diagnostics_every: int = 50,
+        render_argmin: bool = True,
     ) -> None:
+        """pixel_std: the per-channel std the data standardised its inputs with (None: inputs
+        in [0, 1]); reconstruction errors are logged in [0, 1] pixel units with it.
+        diagnostics_every: log the render diagnostics (render/*) every N training steps (0: off).
+        render_argmin: in validation and test, also classify by rendering every class."""
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.net = build_model(arch, in_channels, num_classes, image_size, **(arch_kwargs or {}))
-        self.objective = EGObjective.from_config(objective)
+        std = None if pixel_std is None else tuple(float(v) for v in pixel_std)
+        self.objective = EGObjective.from_config(objective, pixel_std=std)
+        self.pixel_std = None if std is None else torch.tensor(std)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
         self.val_rec = MeanMetric()
         self.test_rec = MeanMetric()
+        self.val_argmin = MeanMetric()
+        self.test_argmin = MeanMetric()
+        self.val_agree = MeanMetric()
+        self.test_agree = MeanMetric()
         # the resolved run config, kept in checkpoints (drmm-eval and drmm-render read it)
         self.run_config: dict[str, Any] | None = None
 
@@ -76,6 +91,14 @@ class DRMMLitModule(L.LightningModule):
             batch_size=n,
             sync_dist=True,
         )
+        every = self.hparams.diagnostics_every
+        if every and out.rendered is not None and self.global_step % every == 0:
+            self.log_dict(
+                render_diagnostics(out.generative_images, out.rendered, out.templates),
+                on_step=True,
+                on_epoch=False,
+                batch_size=n,
+            )
         if labeled is not None:
             self.train_acc(out.inference.logits[: out.num_labeled], labeled[1])
             self.log(
@@ -101,40 +124,47 @@ class DRMMLitModule(L.LightningModule):
         )
 
     # ----- evaluation --------------------------------------------------------------------------
-    def evaluate(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        """Logits, cross-entropy and reconstruction error (rendered from the inferred class)."""
+    def evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        """Log the loss, the reconstruction error (rendered from the inferred class, in [0, 1]
+        pixel units) and, if asked, render-argmin accuracy; returns the logits."""
         x, y = batch
+        n = len(y)
         inference = self.net.infer(x)
         rendered = self.net.render(inference).image
-        return (
-            inference.logits,
-            cross_entropy(inference.logits, y),
-            reconstruction_error(x, rendered),
-        )
+        rec_metric = self.val_rec if stage == "val" else self.test_rec
+        rec_metric(reconstruction_error(x, rendered, self.pixel_std))
+        self.log(f"{stage}/loss", cross_entropy(inference.logits, y), on_epoch=True, batch_size=n)
+        self.log(f"{stage}/reconstruction", rec_metric, on_epoch=True, batch_size=n)
+        if self.hparams.render_argmin and self.net.num_classes > 1:
+            best = render_argmin(self.net, inference, x)
+            argmin, agree = (
+                (self.val_argmin, self.val_agree)
+                if stage == "val"
+                else (self.test_argmin, self.test_agree)
+            )
+            argmin((best == y).float())
+            agree((best == inference.logits.argmax(1)).float())
+            self.log(f"{stage}/render_argmin_acc", argmin, on_epoch=True, batch_size=n)
+            self.log(f"{stage}/render_argmin_agree", agree, on_epoch=True, batch_size=n)
+        return inference.logits
 
     def on_train_start(self) -> None:
         self.val_acc.reset()  # forget the sanity-check batches
         self.val_acc_best.reset()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        logits, loss, rec = self.evaluate(batch)
+        logits = self.evaluate(batch, "val")
         self.val_acc(logits, batch[1])
-        self.val_rec(rec)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=False, batch_size=len(logits))
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=len(logits))
-        self.log("val/reconstruction", self.val_rec, on_epoch=True, batch_size=len(logits))
 
     def on_validation_epoch_end(self) -> None:
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        logits, loss, rec = self.evaluate(batch)
+        logits = self.evaluate(batch, "test")
         self.test_acc(logits, batch[1])
-        self.test_rec(rec)
-        self.log("test/loss", loss, on_epoch=True, batch_size=len(logits))
         self.log("test/acc", self.test_acc, on_epoch=True, batch_size=len(logits))
-        self.log("test/reconstruction", self.test_rec, on_epoch=True, batch_size=len(logits))
 
     def on_test_epoch_end(self) -> None:
         self.log("test/error", 100.0 * (1.0 - self.test_acc.compute()), sync_dist=True)
