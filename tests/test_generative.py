@@ -135,13 +135,15 @@ def test_render_command_writes_every_kind(short_run: Path, tmp_path: Path) -> No
         render_config(tmp_path, f"ckpt_path={short_run}", "num_images=16", "per_class=4")
     )
     names = {p.stem for p in paths}
-    assert {"reconstructions", "templates", "samples", "filters", "layer_1", "layer_2"} == names
+    kinds = {"reconstructions", "templates", "samples", "filters", "classes"}
+    assert kinds | {"layer_1", "layer_2"} == names
     cell = 28 + 1  # a 28x28 tile and its one-pixel border
     expected = {
         "reconstructions": (8 * cell + 1, 4 * cell + 1),  # 16 inputs above 16 renderings
         "templates": (10 * cell + 1, 2 * cell + 1),  # closed form above gradient ascent
         "samples": (4 * cell + 1, 10 * cell + 1),  # a row per class
         "filters": (16 * (5 + 1) + 1, 2 * (5 + 1) + 1),  # 32 5x5 filters
+        "classes": (11 * cell + 1, 8 * cell + 1),  # 8 images, each then its 10 class renders
     }
     for path in paths:
         with Image.open(path) as image:

@@ -18,6 +18,7 @@ from drmm_lightning.models import (
     reconstruction_error,
     render_argmin,
 )
+from drmm_lightning.models.posterior import euler_gap
 from drmm_lightning.training.objective import EGObjective
 
 from .conftest import make_config, run_cli
@@ -216,10 +217,14 @@ def test_adjoint_render_satisfies_eulers_identity_and_then_classifies_like_the_c
         model.log_sigma2.fill_(-0.7)
     x = torch.randn(5, 1, 28, 28, dtype=torch.double)
     inference = model.infer(x)
-    for c in range(model.num_classes):
-        image = model.render(inference, torch.full((5,), c)).image
-        inner = (image * x).flatten(1).sum(1)
-        torch.testing.assert_close(inner, model.log_sigma2.exp() * inference.logits[:, c])
+    inner, logits = euler_gap(model, inference, x)
+    torch.testing.assert_close(inner, logits)
+    with torch.no_grad():  # a bias breaks the identity, and the gap shows it
+        model.classifier.bias.fill_(0.5)
+    inner, logits = euler_gap(model, model.infer(x), x)
+    torch.testing.assert_close(logits - inner, torch.full_like(logits, 0.5))
+    with torch.no_grad():
+        model.classifier.bias.zero_()
     one = x[:1]
     inference = model.infer(one)
     norms = torch.stack(

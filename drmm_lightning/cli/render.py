@@ -6,7 +6,8 @@
 what: reconstructions (test images above their renderings), templates (closed-form class
 appearance, Eq. 46, above gradient-ascent activity maximisation, both at the mean norm of the
 test images), samples (one row per class, Eqs. 5-7), filters (first layer), layers
-(intermediate rendered templates z^(l), one file per layer). Files go to <run>/renders/ unless
+(intermediate rendered templates z^(l), one file per layer), classes (up to 8 test images, each
+rendered from every class through its own switches). Files go to <run>/renders/ unless
 out_dir is given.
 """
 
@@ -25,18 +26,22 @@ from ..viz import grids
 from .checkpoints import find_checkpoint, read_checkpoint
 from .config import CONF_DIR, check_overrides
 
-KINDS = ("reconstructions", "templates", "samples", "filters", "layers")
+KINDS = ("reconstructions", "templates", "samples", "filters", "layers", "classes")
 
 
-def test_images(saved: dict, overrides: DictConfig, count: int) -> torch.Tensor:
-    """The first `count` test images of the checkpoint's data set, preprocessed as in training."""
+def test_batch(
+    saved: dict, overrides: DictConfig | None, count: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `count` test images of the checkpoint's data set, preprocessed as in training,
+    and their labels."""
     run_config = saved.get("run_config") or {}
     if "data" not in run_config:
         raise ValueError("The checkpoint records no data config; was it written by drmm-train?")
     data_cfg = OmegaConf.merge(run_config["data"], overrides or {})
     data_cfg.index_dir = None
     datamodule = hydra.utils.instantiate(data_cfg)
-    return datamodule.transform(datamodule.test_data.images[:count], train=False)
+    test = datamodule.test_data
+    return datamodule.transform(test.images[:count], train=False), test.labels[:count]
 
 
 def render(cfg: DictConfig) -> list[Path]:
@@ -57,8 +62,8 @@ def render(cfg: DictConfig) -> list[Path]:
     out = Path(cfg.out_dir) if cfg.out_dir else ckpt.parent.parent / "renders"
     out.mkdir(parents=True, exist_ok=True)
     images = None
-    if {"reconstructions", "layers", "templates"} & set(what):
-        images = test_images(read_checkpoint(ckpt), cfg.get("data"), cfg.num_images)
+    if {"reconstructions", "layers", "templates", "classes"} & set(what):
+        images = test_batch(read_checkpoint(ckpt), cfg.get("data"), cfg.num_images)[0]
     generator = torch.Generator().manual_seed(cfg.seed)
     pictures: dict[str, torch.Tensor] = {}
     for kind in what:
@@ -71,6 +76,8 @@ def render(cfg: DictConfig) -> list[Path]:
             pictures[kind] = grids.samples(model, classes, cfg.per_class, generator)
         elif kind == "filters":
             pictures[kind] = grids.filters(model)
+        elif kind == "classes":
+            pictures[kind] = grids.every_class(model, images[:8])
         else:
             for i, picture in enumerate(grids.layer_templates(model, images[:8])):
                 pictures[f"layer_{len(model.layers) - i}"] = picture

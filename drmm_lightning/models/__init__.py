@@ -13,7 +13,7 @@ from .objective import (
     nonneg_penalty,
     reconstruction_error,
 )
-from .posterior import class_render_errors, render_argmin
+from .posterior import class_render_errors, render_argmin, render_every_class
 
 __all__ = [
     "ARCHITECTURES",
@@ -36,4 +36,5 @@ __all__ = [
     "nonneg_penalty",
     "reconstruction_error",
     "render_argmin",
+    "render_every_class",
 ]

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from ..models import DRMM, activity_maximization
+from ..models import DRMM, activity_maximization, render_every_class
 
 
 def to_unit_range(images: Tensor) -> Tensor:
@@ -72,3 +72,12 @@ def layer_templates(model: DRMM, images: Tensor) -> list[Tensor]:
         for z in rendering.templates
         if z.shape[-1] > 1
     ]
+
+
+@torch.no_grad()
+def every_class(model: DRMM, images: Tensor) -> Tensor:
+    """One row per image: the image, then its rendering from each class's template through
+    the image's own switches. Whether the rows differ shows whether the class shapes the
+    rendering or the switches carry it all."""
+    renders = render_every_class(model, model.infer(images))
+    return grid(torch.cat([images[:, None], renders], dim=1).flatten(0, 1), renders.shape[1] + 1)

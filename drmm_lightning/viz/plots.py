@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -33,21 +34,67 @@ def epochs_to(run: list[dict], error: float) -> float | None:
     return next((p["epoch"] for p in run if p["test_error"] <= error), None)
 
 
-def plot_curves(groups: dict[str, list[list[dict]]], path: str | Path, title: str = "") -> Path:
-    """One line per run (same colour per group), test error (%) against epoch, log scale."""
+LABELS = {"test_error": "test error (%)", "test_reconstruction": "test reconstruction (per pixel)"}
+
+
+def plot_curves(
+    groups: dict[str, list[list[dict]]],
+    path: str | Path,
+    title: str = "",
+    key: str = "test_error",
+    references: dict[str, float] | None = None,
+) -> Path:
+    """One line per run (same colour per group), `key` (test_error or test_reconstruction)
+    against epoch, log scale; optional horizontal reference lines (name -> value)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, (label, runs) in enumerate(sorted(groups.items())):
         for j, run in enumerate(runs):
             ax.plot(
                 [p["epoch"] for p in run],
-                [p["test_error"] for p in run],
+                [p[key] for p in run],
                 color=f"C{i}",
                 alpha=0.8,
                 label=f"{label} ({len(runs)} runs)" if j == 0 else None,
             )
-    ax.set(xlabel="epoch", ylabel="test error (%)", yscale="log", title=title)
+    for name, value in (references or {}).items():
+        ax.axhline(value, color="grey", linestyle=":", linewidth=1)
+        ax.annotate(name, (0, value), fontsize=7, color="grey", va="bottom")
+    ax.set(xlabel="epoch", ylabel=LABELS.get(key, key), yscale="log", title=title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def read_logged(run: str | Path, keys: list[str]) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) series of `keys` from a run's CSV logs (csv/version_*/metrics.csv)."""
+    series: dict[str, list[tuple[int, float]]] = {k: [] for k in keys}
+    for table in sorted(Path(run).glob("csv/version_*/metrics.csv")):
+        with open(table) as f:
+            for row in csv.DictReader(f):
+                for k in keys:
+                    if row.get(k):
+                        series[k].append((int(row["step"]), float(row[k])))
+    return series
+
+
+def plot_logged(
+    runs: dict[str, str | Path], keys: list[str], path: str | Path, title: str = ""
+) -> Path:
+    """One panel per logged key (e.g. render/cosine), one line per labelled run, by step."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.6), squeeze=False)
+    for i, (label, run) in enumerate(sorted(runs.items())):
+        for ax, points in zip(axes[0], read_logged(run, keys).values()):
+            if points:
+                ax.plot(*zip(*points), color=f"C{i}", alpha=0.8, label=label)
+    for ax, key in zip(axes[0], keys):
+        ax.set(xlabel="step", title=key)
+        ax.grid(True, alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

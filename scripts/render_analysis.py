@@ -1,0 +1,72 @@
+"""Does a trained DRMM classify by rendering? Numbers for one checkpoint on its test images.
+
+python scripts/render_analysis.py ckpt_path=<run>/checkpoints/last.ckpt [num_images=1000]
+
+Prints the classifier's accuracy, render-argmin accuracy (the class whose rendering, through
+the image's own switches, fits best), their agreement, the true class's rendering error against
+the mean over all classes, and the Euler-identity gap <I_hat_c, I> / sigma^2 against logit_c
+(relative mean absolute difference and correlation; zero and one for the exact adjoint path of
+a network without biases or batch-norm shifts).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+from drmm_lightning.cli.checkpoints import read_checkpoint
+from drmm_lightning.cli.render import test_batch
+from drmm_lightning.models import class_render_errors
+from drmm_lightning.models.posterior import euler_gap
+from drmm_lightning.training import DRMMLitModule
+
+
+@torch.no_grad()
+def analyse(ckpt: str, num_images: int = 1000, batch: int = 250) -> dict[str, float]:
+    """The numbers above for the first `num_images` test images of the checkpoint's data."""
+    saved = read_checkpoint(ckpt)
+    model = DRMMLitModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
+    net = model.net.eval()
+    images, labels = test_batch(saved, None, num_images)
+    sums = dict.fromkeys(["acc", "argmin", "agree", "true_err", "mean_err"], 0.0)
+    inner_all, logit_all = [], []
+    for start in range(0, len(images), batch):
+        x, y = images[start : start + batch], labels[start : start + batch]
+        inference = net.infer(x)
+        errors = class_render_errors(net, inference, x)
+        predicted, best = inference.logits.argmax(1), errors.argmin(1)
+        sums["acc"] += (predicted == y).sum().item()
+        sums["argmin"] += (best == y).sum().item()
+        sums["agree"] += (best == predicted).sum().item()
+        sums["true_err"] += errors.gather(1, y[:, None]).sum().item()
+        sums["mean_err"] += errors.mean(1).sum().item()
+        inner, logits = euler_gap(net, inference, x)
+        inner_all.append(inner.flatten())
+        logit_all.append(logits.flatten())
+    n = len(images)
+    inner, logits = torch.cat(inner_all), torch.cat(logit_all)
+    scale = model.pixel_std.pow(2).mean().item() if model.pixel_std is not None else 1.0
+    return {
+        "images": n,
+        "render_path": net.render_path,
+        "classifier_acc": sums["acc"] / n,
+        "render_argmin_acc": sums["argmin"] / n,
+        "render_argmin_agree": sums["agree"] / n,
+        "true_class_render_error": scale * sums["true_err"] / n,
+        "mean_class_render_error": scale * sums["mean_err"] / n,
+        "euler_relative_gap": ((inner - logits).abs().mean() / logits.abs().mean()).item(),
+        "euler_correlation": torch.corrcoef(torch.stack([inner, logits]))[0, 1].item(),
+    }
+
+
+def main(argv: list[str]) -> None:
+    args = dict(a.split("=", 1) for a in argv)
+    if "ckpt_path" not in args:
+        sys.exit(__doc__)
+    print(json.dumps(analyse(args["ckpt_path"], int(args.get("num_images", 1000))), indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
