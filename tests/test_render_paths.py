@@ -253,3 +253,24 @@ def test_default_experiment_uses_the_normalized_path_on_standardised_inputs(tmp_
     assert cfg.objective.weights.nonneg == 0 and cfg.objective.weights.reconstruction > 0
     adjoint = make_config(tmp_path / "adjoint", "render=adjoint")
     assert adjoint.model.arch_kwargs.render_path == "adjoint" and not adjoint.data.standardize
+
+
+@pytest.mark.parametrize("path,linear", [("rms", True), ("normalized", False)])
+def test_rms_path_renders_linearly_in_the_template_and_normalized_does_not(
+    path: str, linear: bool
+) -> None:
+    """rms only scales, so I_hat - bias is linear in mu_c; batch norm's shifts add a
+    class-independent image."""
+    torch.manual_seed(0)
+    model = build_model("drmm2", render_path=path).eval()
+    with torch.no_grad():
+        for norm in model.top_down:
+            norm.bias.uniform_(-0.5, 0.5) if norm.bias is not None else None
+    inference = model.infer(torch.randn(3, 1, 28, 28))
+    classes = torch.tensor([0, 1, 2])
+    bias = model.log_sigma2.exp() * model.top_down[0].bias.view(1, -1, 1, 1)
+    once = model.render(inference, classes).image - bias
+    with torch.no_grad():
+        model.classifier.weight.mul_(2)
+    twice = model.render(inference, classes).image - bias
+    assert torch.allclose(twice, 2 * once, atol=1e-5) == linear

@@ -13,6 +13,8 @@ Two render paths share those tied weights and switches (RENDER_PATHS):
 - normalized: the authors' later code (DGM mnist/lenet_ld_opt.py): the same transposed
   convolutions without the bottom-up gain, each followed by its own, untied batch norm (with a
   per-channel top-down bias), the last one on the rendered image itself. Not in the paper.
+- rms: as normalized, but the norms only scale (no centring, a bias on the image only), so the
+  rendering stays linear in the class template (topdown.py). Not in the paper.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from torch import Tensor, nn
 
 from .appearance import class_appearance
 from .layer import LayerSpec, RenderingLayer, Switches
+from .topdown import top_down_norms
 
-RENDER_PATHS = ("adjoint", "normalized")
+RENDER_PATHS = ("adjoint", "normalized", "rms")
 
 
 @dataclass
@@ -118,13 +121,9 @@ class DRMM(nn.Module):
         self.layers = nn.ModuleList(RenderingLayer(s, n) for s, n in zip(specs, inputs))
         self.render_path = render_path
         self.leak = leak  # what switched-off ReLU units pass top-down (0: exact Eq. 35)
-        # normalized path: an untied batch norm after each transposed convolution (DGM code);
+        # untied norms after each transposed convolution (None on the exact adjoint path):
         # top_down[i] normalises what layer i renders, i.e. z^(i-1); top_down[0] is the image.
-        self.top_down = (
-            nn.ModuleList(nn.BatchNorm2d(s.in_channels) for s in specs)
-            if render_path == "normalized"
-            else None
-        )
+        self.top_down = top_down_norms(render_path, [s.in_channels for s in specs])
         # Pixel noise variance sigma^2 (Eq. 7). The bottom-up weights are natural parameters
         # w = mu / sigma^2 (Section 3.1), so the rendered image is sigma^2 times the adjoint.
         self.log_sigma2 = nn.Parameter(torch.zeros(()))
