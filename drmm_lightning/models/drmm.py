@@ -7,7 +7,7 @@ Top-down E-step (Eqs. 35-36): render the template mu_c back through the inferred
 The class templates mu_c are tied to the classifier: mu_c is row c of its weight (the logit of
 class c is <mu_c, I^(L)> + b_c, Eq. 41), so rendering mu_c gives d logit_c / d I up to sigma^2.
 
-Two render paths share those tied weights and switches (RENDER_PATHS):
+Three render paths share those tied weights and switches (RENDER_PATHS):
 - adjoint: the exact Eqs. 35-36, sigma^2 times the adjoint of the bottom-up linear path (the
   paper's model; its scale follows the bottom-up batch-norm gains).
 - normalized: the authors' later code (DGM mnist/lenet_ld_opt.py): the same transposed
