@@ -1,12 +1,18 @@
 """Does a trained DRMM classify by rendering? Numbers for one checkpoint on its test images.
 
 python scripts/render_analysis.py ckpt_path=<run>/checkpoints/last.ckpt [num_images=1000]
+    [split=test|unlabeled] [prior_layers=0] [estep_steps=0]
 
 Prints the classifier's accuracy, render-argmin accuracy (the class whose rendering, through
 the image's own switches, fits best), their agreement, the true class's rendering error against
 the mean over all classes, and the Euler-identity gap <I_hat_c, I> / sigma^2 against logit_c
 (relative mean absolute difference and correlation; zero and one for the exact adjoint path of
 a network without biases or batch-norm shifts).
+
+split=unlabeled takes the training images outside the run's labeled subset instead of the test
+set (for choosing among variants without the test set). prior_layers and estep_steps render
+each class through the prior mean switches of the lowest layers, or re-infer the switches per
+class (models/posterior.py: class_estep), on the trained model as it is.
 """
 
 from __future__ import annotations
@@ -17,25 +23,34 @@ import sys
 import torch
 
 from drmm_lightning.cli.checkpoints import read_checkpoint
-from drmm_lightning.cli.render import test_batch
+from drmm_lightning.cli.render import eval_images
 from drmm_lightning.models import class_render_errors
 from drmm_lightning.models.posterior import euler_gap
 from drmm_lightning.training import DRMMLitModule
 
 
 @torch.no_grad()
-def analyse(ckpt: str, num_images: int = 1000, batch: int = 250) -> dict[str, float]:
-    """The numbers above for the first `num_images` test images of the checkpoint's data."""
+def analyse(
+    ckpt: str,
+    num_images: int = 1000,
+    split: str = "test",
+    prior_layers: int | None = None,
+    estep_steps: int = 0,
+    batch: int = 250,
+) -> dict[str, float]:
+    """The numbers above for the first `num_images` images of the checkpoint's data."""
     saved = read_checkpoint(ckpt)
     model = DRMMLitModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
     net = model.net.eval()
-    images, labels = test_batch(saved, None, num_images)
+    if prior_layers is not None:
+        net.prior_layers = prior_layers
+    images, labels = eval_images(saved, None, num_images, split)
     sums = dict.fromkeys(["acc", "argmin", "agree", "true_err", "mean_err"], 0.0)
     inner_all, logit_all = [], []
     for start in range(0, len(images), batch):
         x, y = images[start : start + batch], labels[start : start + batch]
         inference = net.infer(x)
-        errors = class_render_errors(net, inference, x)
+        errors = class_render_errors(net, inference, x, estep_steps)
         predicted, best = inference.logits.argmax(1), errors.argmin(1)
         sums["acc"] += (predicted == y).sum().item()
         sums["argmin"] += (best == y).sum().item()
@@ -50,7 +65,10 @@ def analyse(ckpt: str, num_images: int = 1000, batch: int = 250) -> dict[str, fl
     scale = model.pixel_std.pow(2).mean().item() if model.pixel_std is not None else 1.0
     return {
         "images": n,
+        "split": split,
         "render_path": net.render_path,
+        "prior_layers": net.prior_layers,
+        "estep_steps": estep_steps,
         "classifier_acc": sums["acc"] / n,
         "render_argmin_acc": sums["argmin"] / n,
         "render_argmin_agree": sums["agree"] / n,
@@ -65,7 +83,15 @@ def main(argv: list[str]) -> None:
     args = dict(a.split("=", 1) for a in argv)
     if "ckpt_path" not in args:
         sys.exit(__doc__)
-    print(json.dumps(analyse(args["ckpt_path"], int(args.get("num_images", 1000))), indent=2))
+    prior = args.get("prior_layers")
+    result = analyse(
+        args["ckpt_path"],
+        int(args.get("num_images", 1000)),
+        args.get("split", "test"),
+        None if prior is None else int(prior),
+        int(args.get("estep_steps", 0)),
+    )
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -163,6 +163,10 @@ def test_paper_presets_keep_the_papers_render_path_and_options(tmp_path) -> None
         assert cfg.model.arch_kwargs.leak == 0.0, preset
         assert not cfg.objective.posterior_grad and cfg.objective.denoise_std == 0, preset
         assert cfg.objective.weights.layer_reconstruction == 0, preset
+        # and none of the class-dependence options (tests/test_class_dependence.py)
+        assert cfg.model.arch_kwargs.prior_layers == 0 and cfg.objective.switch_dropout == 0
+        w = cfg.objective.weights
+        assert w.render_ce == w.marginal == w.render_consistency == 0, preset
 
 
 def test_render_argmin_equals_a_brute_force_loop_over_classes() -> None:

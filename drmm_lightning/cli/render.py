@@ -29,19 +29,31 @@ from .config import CONF_DIR, check_overrides
 KINDS = ("reconstructions", "templates", "samples", "filters", "layers", "classes")
 
 
-def test_batch(
-    saved: dict, overrides: DictConfig | None, count: int
+SPLITS = ("test", "unlabeled")
+
+
+def eval_images(
+    saved: dict, overrides: DictConfig | None, count: int, split: str = "test"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `count` test images of the checkpoint's data set, preprocessed as in training,
-    and their labels."""
+    """The first `count` images of the checkpoint's data set, preprocessed as in training, and
+    their labels: from the test set, or (split="unlabeled") from the training images outside the
+    run's labeled subset, for choosing among variants without looking at the test set."""
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; valid: {SPLITS}.")
     run_config = saved.get("run_config") or {}
     if "data" not in run_config:
         raise ValueError("The checkpoint records no data config; was it written by drmm-train?")
     data_cfg = OmegaConf.merge(run_config["data"], overrides or {})
     data_cfg.index_dir = None
     datamodule = hydra.utils.instantiate(data_cfg)
-    test = datamodule.test_data
-    return datamodule.transform(test.images[:count], train=False), test.labels[:count]
+    data = datamodule.test_data if split == "test" else datamodule.train_data
+    rows = torch.arange(len(data.labels))
+    if split == "unlabeled":
+        keep = torch.ones(len(rows), dtype=torch.bool)
+        keep[datamodule.labeled_indices] = False
+        rows = rows[keep]
+    rows = rows[:count]
+    return datamodule.transform(data.images[rows], train=False), data.labels[rows]
 
 
 def render(cfg: DictConfig) -> list[Path]:
@@ -63,7 +75,7 @@ def render(cfg: DictConfig) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     images = None
     if {"reconstructions", "layers", "templates", "classes"} & set(what):
-        images = test_batch(read_checkpoint(ckpt), cfg.get("data"), cfg.num_images)[0]
+        images = eval_images(read_checkpoint(ckpt), cfg.get("data"), cfg.num_images)[0]
     generator = torch.Generator().manual_seed(cfg.seed)
     pictures: dict[str, torch.Tensor] = {}
     for kind in what:

@@ -104,12 +104,18 @@ class DRMM(nn.Module):
         nonneg_render: bool = False,
         render_path: str = "adjoint",
         leak: float = 0.0,
+        prior_layers: int = 0,
     ) -> None:
         super().__init__()
         if render_path not in RENDER_PATHS:
             raise ValueError(f"Unknown render_path {render_path!r}; valid: {RENDER_PATHS}.")
         if not 0.0 <= leak <= 1.0:
             raise ValueError(f"leak must be in [0, 1], got {leak}.")
+        if not 0 <= prior_layers < len(specs):
+            raise ValueError(
+                f"prior_layers must be in [0, {len(specs) - 1}] for {len(specs)} layers (the top "
+                f"layer's switches always render), got {prior_layers}."
+            )
         sizes = check_stack(specs, specs[0].in_channels if specs else 0, image_size)
         self.in_channels = specs[0].in_channels
         self.image_size = image_size
@@ -121,6 +127,9 @@ class DRMM(nn.Module):
         self.layers = nn.ModuleList(RenderingLayer(s, n) for s, n in zip(specs, inputs))
         self.render_path = render_path
         self.leak = leak  # what switched-off ReLU units pass top-down (0: exact Eq. 35)
+        # Not in the paper: render the lowest `prior_layers` layers through the prior mean
+        # switches, so only the upper layers' switches (and the class) shape the rendering.
+        self.prior_layers = prior_layers
         # untied norms after each transposed convolution (None on the exact adjoint path):
         # top_down[i] normalises what layer i renders, i.e. z^(i-1); top_down[0] is the image.
         self.top_down = top_down_norms(render_path, [s.in_channels for s in specs])
@@ -195,6 +204,13 @@ class DRMM(nn.Module):
         empty = self.log_sigma2.new_empty(batch, 0)
         return Inference(empty, empty, switches)
 
+    def drop_switches(self, inference: Inference, p: float) -> Inference:
+        """The inference with each switch replaced by a draw from its prior with probability p."""
+        switches = [layer.drop_switches(s, p) for layer, s in zip(self.layers, inference.switches)]
+        return Inference(
+            inference.logits, inference.features, switches, inference.code, inference.hidden
+        )
+
     def reconstruct(self, inference: Inference, classes: Tensor) -> Rendering:
         """The rendering the EG step fits to the image: from each image's class (its label, or
         the E-step's estimate, hard or soft), the latent of a mixture top."""
@@ -209,7 +225,11 @@ class DRMM(nn.Module):
             if self.nonneg_render:
                 z = F.relu(z)
             templates.append(z)
-            z = self.layers[i].render(z, inference.switches[i], self.leak, fold_gain=exact)
+            switches = inference.switches[i]
+            if i < self.prior_layers:  # the prior mean switches E[g], not the image's
+                z = self.layers[i].render_expected(z, switches.scale, self.leak, fold_gain=exact)
+            else:
+                z = self.layers[i].render(z, switches, self.leak, fold_gain=exact)
             if self.top_down is not None:
                 z = self.top_down[i](z)
         return Rendering(self.log_sigma2.exp() * z, templates)

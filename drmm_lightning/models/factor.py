@@ -36,11 +36,14 @@ class DRFM(DRMM):
         nonneg_render: bool = False,
         render_path: str = "adjoint",
         leak: float = 0.0,
+        prior_layers: int = 0,
     ) -> None:
         if factor_dim < 1:
             raise ValueError(f"factor_dim must be >= 1, got {factor_dim}.")
         self.factor_dim = factor_dim
-        super().__init__(specs, num_classes, image_size, nonneg_render, render_path, leak)
+        super().__init__(
+            specs, num_classes, image_size, nonneg_render, render_path, leak, prior_layers
+        )
         self.loadings = nn.Parameter(
             torch.randn(self.top_dim, factor_dim) / math.sqrt(self.top_dim)
         )

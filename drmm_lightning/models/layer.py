@@ -194,6 +194,39 @@ class RenderingLayer(nn.Module):
         size = (self.conv_size, self.conv_size)
         return Switches(a, t, size, self.eval_gain())
 
+    @torch.no_grad()
+    def drop_switches(self, switches: Switches, p: float) -> Switches:
+        """Replace each unit's inferred switches by a draw from the priors with probability p
+        (switch dropout): the rendering then cannot rely on every switch of the image."""
+        drawn = self.sample_switches(len(switches.a))
+        drop = torch.rand(switches.a.shape, device=switches.a.device) < p
+        t = None if switches.t is None else torch.where(drop, drawn.t, switches.t)
+        return Switches(torch.where(drop, drawn.a, switches.a), t, switches.size, switches.scale)
+
+    def render_expected(
+        self, z: Tensor, scale: Tensor | None, leak: float = 0.0, fold_gain: bool = True
+    ) -> Tensor:
+        """As `render`, through the prior mean switches E[a] = pi_a, E[t] = pi_t instead of the
+        image's own: the class-independent, image-independent part of the rendering."""
+        mask = self.prior_a + leak * (1 - self.prior_a)
+        pool = self.spec.pool
+        if pool == "max":
+            k, h, w, _ = self.prior_t.shape  # spread each value over its window by pi_t
+            spread = (
+                self.prior_t.view(k, h, w, 2, 2).permute(0, 1, 3, 2, 4).reshape(k, 2 * h, 2 * w)
+            )
+            z = F.interpolate(z * mask, scale_factor=2, mode="nearest") * spread
+            pad = self.conv_size - 2 * h
+            z = F.pad(z, (0, pad, 0, pad))
+        elif pool == "mean":
+            z = z.expand(-1, -1, self.conv_size, self.conv_size) * mask / self.conv_size**2
+        else:
+            z = z * mask
+        weight = self.conv.weight
+        if fold_gain and scale is not None:
+            weight = weight * scale.view(-1, 1, 1, 1)
+        return F.conv_transpose2d(z, weight.to(z.dtype), padding=self.spec.pad())
+
     def render(
         self, z: Tensor, switches: Switches, leak: float = 0.0, fold_gain: bool = True
     ) -> Tensor:

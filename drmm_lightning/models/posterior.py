@@ -19,26 +19,59 @@ from .drmm import DRMM, Inference
 
 
 @torch.no_grad()
-def render_every_class(model: DRMM, inference: Inference) -> Tensor:
+def class_estep(
+    model: DRMM, images: Tensor, inference: Inference, classes: Tensor, steps: int
+) -> Inference:
+    """A per-class E-step (not in the paper): re-infer the switches g_c given class c by
+    `steps` alternations of rendering class c and running the bottom-up pass on the image pulled
+    halfway towards that rendering (the damped alternation of class_appearance, Eq. 46, with the
+    image held fixed). The true class's rendering already matches the image, so its switches
+    barely move; a wrong class's switches move towards its own appearance. Evaluation mode only
+    (the bottom-up pass would otherwise update the batch-norm and switch statistics)."""
+    refined = inference
+    for _ in range(steps):
+        rendered = model.render(refined, classes).image
+        again = model.infer((images + rendered) / 2)
+        refined = Inference(inference.logits, inference.features, again.switches, inference.code)
+    return refined
+
+
+def render_every_class(
+    model: DRMM, inference: Inference, images: Tensor | None = None, estep_steps: int = 0
+) -> Tensor:
     """I_hat_c for every image and every class c, shape (B, C, channels, H, W): one batched
-    top-down pass per class through each image's own inferred switches."""
+    top-down pass per class through each image's own inferred switches (re-inferred per class
+    by `class_estep` when estep_steps > 0, which needs the images). Carries gradient."""
     batch = len(inference.switches[0].a)
     device = inference.switches[0].a.device
-    renders = [
-        model.render(inference, torch.full((batch,), c, dtype=torch.long, device=device)).image
-        for c in range(model.num_classes)
-    ]
+    if estep_steps and images is None:
+        raise ValueError("The per-class E-step (estep_steps > 0) needs the images.")
+    renders = []
+    for c in range(model.num_classes):
+        classes = torch.full((batch,), c, dtype=torch.long, device=device)
+        switches = (
+            class_estep(model, images, inference, classes, estep_steps)
+            if estep_steps
+            else inference
+        )
+        renders.append(model.render(switches, classes).image)
     return torch.stack(renders, dim=1)
 
 
-def class_render_errors(model: DRMM, inference: Inference, images: Tensor) -> Tensor:
-    """||I - I_hat_c||^2 per pixel for every image and every class c, shape (B, C)."""
-    return (images[:, None] - render_every_class(model, inference)).pow(2).flatten(2).mean(2)
+def class_render_errors(
+    model: DRMM, inference: Inference, images: Tensor, estep_steps: int = 0
+) -> Tensor:
+    """||I - I_hat_c||^2 per pixel (input units) for every image and every class c, (B, C)."""
+    renders = render_every_class(model, inference, images, estep_steps)
+    return (images[:, None] - renders).pow(2).flatten(2).mean(2)
 
 
-def render_argmin(model: DRMM, inference: Inference, images: Tensor) -> Tensor:
+def render_argmin(
+    model: DRMM, inference: Inference, images: Tensor, estep_steps: int = 0
+) -> Tensor:
     """The class whose rendering fits each image best, argmin_c ||I - I_hat_c||^2 (B,)."""
-    return class_render_errors(model, inference, images).argmin(dim=1)
+    with torch.no_grad():
+        return class_render_errors(model, inference, images, estep_steps).argmin(dim=1)
 
 
 @torch.no_grad()

@@ -20,10 +20,28 @@ off by default and in the paper presets):
 - denoise_std: the bottom-up pass (classification and switches) sees the images with Gaussian
   noise of this std (input units); the rendering must reproduce the clean image (the Ladder
   network's denoising cost).
+
+Three weights use the rendering-based class posterior of the generative model (Eqs. 5-7),
+    p(c | I, g) = softmax_c(log pi_c - ||I - I_hat_c||^2 / 2 sigma^2),
+computed by rendering every class for `posterior_batch` images of each stream (not in the
+paper; zero by default and in the paper presets):
+- render_ce: its cross-entropy against the class each image is rendered from (the label, or for
+  an unlabeled image the hard E-step's estimate), so the rendering itself must tell the classes
+  apart; in per-pixel error units (times 2 sigma^2 / D): that class's rendering error above the
+  soft minimum over the classes' errors, so its weight compares with the reconstruction's.
+- marginal: -log sum_c pi_c p(I | c, g) of unlabeled images (in per-pixel error units, a soft
+  minimum over the classes' rendering errors) instead of rendering only the argmax class.
+- render_consistency: the classifier's cross-entropy against p(c | I, g) (held fixed) on unlabeled
+  images: what the rendering says of an unlabeled image's class reaches the classifier.
+sigma^2 is the M-step estimate, the batch's per-pixel reconstruction error (held fixed), and the
+class prior pi uniform. switch_dropout replaces each inferred switch by a draw from its prior
+with that probability before rendering (training only), so the class template has to carry
+what the dropped switches no longer do.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -40,6 +58,7 @@ from ..models import (
     nonneg_penalty,
     reconstruction_error,
 )
+from ..models.posterior import render_every_class
 
 COST_MODES = ("both", "unsup", "sup")
 ESTEPS = ("hard", "soft")
@@ -55,6 +74,9 @@ class ObjectiveWeights:
     class_balance: float = 0.0
     nonneg: float = 0.5
     layer_reconstruction: float = 0.0  # per-layer costs (Ladder / what-where autoencoders)
+    render_ce: float = 0.0  # cross-entropy of p(c | I, g) against the rendered class
+    marginal: float = 0.0  # -log sum_c pi_c p(I | c, g) on unlabeled images
+    render_consistency: float = 0.0  # classifier against p(c | I, g) on unlabeled images
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -64,7 +86,17 @@ class ObjectiveWeights:
     @property
     def renders(self) -> bool:
         """Whether the step needs the top-down pass at all."""
-        return self.reconstruction > 0 or self.nonneg > 0 or self.layer_reconstruction > 0
+        return (
+            self.reconstruction > 0
+            or self.nonneg > 0
+            or self.layer_reconstruction > 0
+            or self.uses_posterior
+        )
+
+    @property
+    def uses_posterior(self) -> bool:
+        """Whether the step renders every class for the rendering-based posterior."""
+        return self.render_ce > 0 or self.marginal > 0 or self.render_consistency > 0
 
 
 @dataclass
@@ -90,6 +122,8 @@ class EGObjective:
         cost_mode: str = "both",
         posterior_grad: bool = False,
         denoise_std: float = 0.0,
+        switch_dropout: float = 0.0,
+        posterior_batch: int = 32,
         pixel_std: tuple[float, ...] | None = None,
     ) -> None:
         if estep not in ESTEPS:
@@ -100,11 +134,17 @@ class EGObjective:
             raise ValueError("posterior_grad needs estep=soft (a hard argmax has no gradient).")
         if not denoise_std >= 0:
             raise ValueError(f"denoise_std must be >= 0, got {denoise_std}.")
+        if not 0 <= switch_dropout < 1:
+            raise ValueError(f"switch_dropout must be in [0, 1), got {switch_dropout}.")
+        if posterior_batch < 1:
+            raise ValueError(f"posterior_batch must be >= 1, got {posterior_batch}.")
         self.weights = weights or ObjectiveWeights()
         self.estep = estep
         self.cost_mode = cost_mode
         self.posterior_grad = posterior_grad
         self.denoise_std = denoise_std
+        self.switch_dropout = switch_dropout
+        self.posterior_batch = posterior_batch
         self.pixel_std = None if pixel_std is None else torch.tensor(pixel_std)
 
     @classmethod
@@ -115,7 +155,14 @@ class EGObjective:
         keys are refused with the valid names."""
         config = dict(config or {})
         weights = config.pop("weights", {}) or {}
-        valid = {"estep", "cost_mode", "posterior_grad", "denoise_std"}
+        valid = {
+            "estep",
+            "cost_mode",
+            "posterior_grad",
+            "denoise_std",
+            "switch_dropout",
+            "posterior_batch",
+        }
         for given, names in (
             (set(config), valid),
             (set(weights), set(ObjectiveWeights.__annotations__)),
@@ -145,6 +192,45 @@ class EGObjective:
         if self.cost_mode == "sup" and num_labeled > 0:
             return slice(0, num_labeled)
         return slice(0, total)
+
+    def posterior_terms(
+        self, model: DRMM, x: Tensor, inference: Inference, labels: Tensor | None, sigma2: Tensor
+    ) -> dict[str, Tensor]:
+        """render_ce, marginal and render_consistency on the first `posterior_batch` images of
+        each stream, from log p(I | c, g) = -D e_c / 2 sigma^2 (e_c: per-pixel error of class
+        c's rendering in pixel units, D pixels) and the uniform class prior."""
+        w, k = self.weights, self.posterior_batch
+        n_lab = 0 if labels is None else len(labels)
+        scale = x[0].numel() / (2 * sigma2)
+        terms: dict[str, Tensor] = {}
+        labeled = slice(0, min(k, n_lab) if w.render_ce > 0 else 0)
+        unlabeled = slice(n_lab, n_lab + k)
+        ce = []
+        for stream, rows in (("labeled", labeled), ("unlabeled", unlabeled)):
+            images = x[rows]
+            if len(images) == 0:
+                continue
+            renders = render_every_class(model, inference.select(rows))
+            diff = images[:, None] - renders
+            if self.pixel_std is not None:
+                diff = diff * self.pixel_std.to(diff).view(1, 1, -1, 1, 1)
+            log_lik = -scale * diff.pow(2).flatten(2).mean(2)  # (n, C), log p(I | c, g) + const
+            if w.render_ce > 0:
+                if stream == "labeled":
+                    target = labels[rows]
+                else:  # the class the hard E-step renders an unlabeled image from
+                    target = inference.logits[rows].detach().argmax(1)
+                ce.append(F.cross_entropy(log_lik, target, reduction="none") / scale)
+            if stream == "unlabeled" and w.marginal > 0:
+                log_marginal = torch.logsumexp(log_lik, dim=1) - math.log(log_lik.shape[1])
+                terms["marginal"] = -(log_marginal / scale).mean()
+            if stream == "unlabeled" and w.render_consistency > 0:
+                target = F.softmax(log_lik.detach(), dim=1)
+                log_q = F.log_softmax(inference.logits[rows], dim=1)
+                terms["render_consistency"] = -(target * log_q).sum(1).mean()
+        if ce:
+            terms["render_ce"] = torch.cat(ce).mean()
+        return terms
 
     def __call__(
         self,
@@ -176,6 +262,8 @@ class EGObjective:
             terms["class_balance"] = class_balance_kl(logits[part])
             loss = loss + w.class_balance * terms["class_balance"]
         rendering = None
+        if self.switch_dropout > 0:
+            inference = model.drop_switches(inference, self.switch_dropout)
         if w.renders:
             classes = self.render_classes(logits, labels)[part]
             seen = inference.select(part)
@@ -188,6 +276,11 @@ class EGObjective:
                     rendering.templates, seen.hidden
                 )
                 loss = loss + w.layer_reconstruction * terms["layer_reconstruction"]
+        if w.uses_posterior:
+            sigma2 = terms["reconstruction"].detach().clamp_min(1e-8)
+            for name, value in self.posterior_terms(model, x, inference, labels, sigma2).items():
+                terms[name] = value
+                loss = loss + getattr(w, name) * value
         return StepOutput(
             loss,
             {k: v.detach() for k, v in terms.items()},
