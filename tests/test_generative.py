@@ -158,7 +158,7 @@ def test_render_command_writes_every_kind(short_run: Path, tmp_path: Path) -> No
 def test_render_command_bad_input(short_run: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         render(render_config(tmp_path, f"ckpt_path={tmp_path / 'missing.ckpt'}"))
-    with pytest.raises(ValueError, match="Unknown what.*valid: reconstructions"):
+    with pytest.raises(ValueError, match="Unknown or empty what.*valid: reconstructions"):
         render(render_config(tmp_path, f"ckpt_path={short_run}", "what=portraits"))
     with pytest.raises(ValueError, match=r"Class index \[10\] out of range.*10 classes"):
         render(render_config(tmp_path, f"ckpt_path={short_run}", "what=samples", "classes=[3,10]"))

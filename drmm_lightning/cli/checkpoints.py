@@ -2,35 +2,100 @@
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 IDENTITY = ("arch", "in_channels", "num_classes", "image_size")
+# What makes two runs the same experiment: everything in these sections of the run config
+# but the keys below, which only say where things are or how fast they run. The budget
+# (trainer.max_epochs / max_steps) may differ: extending a run is resuming it.
+EXPERIMENT = ("model", "objective", "regime", "data", "seed")
+NOT_EXPERIMENT = ("data.root", "data.download", "data.num_workers", "data.index_dir")
 
 
-def find_checkpoint(ckpt_path: str | None, log_dir: str | Path, task_name: str) -> Path | None:
-    """A checkpoint path, or for 'last' the newest last.ckpt under <log_dir>/<task_name>/."""
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """{'a.b.c': value} of a nested mapping (lists are values)."""
+    if not isinstance(config, dict):
+        return {prefix: config}
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def experiment_of(run_config: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a run config that define the experiment (EXPERIMENT minus NOT_EXPERIMENT)."""
+    sections = {k: run_config.get(k) for k in EXPERIMENT}
+    return {k: v for k, v in flatten(sections).items() if not k.startswith(NOT_EXPERIMENT)}
+
+
+def experiment_differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """'key: checkpoint X, now Y' for every experiment key that differs (at most 5 listed)."""
+    a, b = experiment_of(saved), experiment_of(wanted)
+    keys = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    shown = [f"{k}: checkpoint {a.get(k)!r}, now {b.get(k)!r}" for k in keys[:5]]
+    return shown + ([f"... and {len(keys) - 5} more"] if len(keys) > 5 else [])
+
+
+def find_checkpoint(
+    ckpt_path: str | None,
+    log_dir: str | Path,
+    task_name: str,
+    run_config: dict[str, Any] | None = None,
+) -> Path | None:
+    """A checkpoint path, or for 'last' the newest last.ckpt under <log_dir>/<task_name>/
+    (phase-one checkpoints/pretrain/ included) of the same experiment as `run_config`; any
+    experiment's when no run config is given (drmm-eval, drmm-render)."""
     if ckpt_path in (None, ""):
         return None
-    if ckpt_path == "last":
-        root = Path(log_dir) / task_name
-        found = sorted(root.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise FileNotFoundError(
-                f"ckpt_path=last: no checkpoints/last.ckpt under {root.resolve()}; pass a path."
-            )
-        return found[-1]
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint {path.resolve()} does not exist.")
-    return path
+    if ckpt_path != "last":
+        path = Path(ckpt_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Checkpoint {path.resolve()} does not exist.")
+        return path
+    root = Path(log_dir) / task_name
+    found = [p for p in root.rglob("last.ckpt") if "checkpoints" in p.parent.parts]
+    found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    if not found:
+        raise FileNotFoundError(
+            f"ckpt_path=last: no checkpoints/last.ckpt under {root.resolve()}; pass a path."
+        )
+    if run_config is None:
+        return found[0]
+    for path in found:
+        saved = read_checkpoint(path).get("run_config") or {}
+        if not experiment_differences(saved, run_config):
+            return path
+    newest = found[0]
+    differences = experiment_differences(
+        read_checkpoint(newest).get("run_config") or {}, run_config
+    )
+    raise ValueError(
+        f"ckpt_path=last: none of the {len(found)} last.ckpt under {root.resolve()} is of this "
+        f"experiment; the newest, {newest}, differs in: {'; '.join(differences)}. Pass "
+        "ckpt_path=<that file> to resume it anyway, or drop ckpt_path to start afresh."
+    )
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """The checkpoint's dict on the CPU (trusted: our own files)."""
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """The checkpoint's dict on the CPU (trusted: our own files); a ValueError naming the file
+    if it is not a readable checkpoint."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise ValueError(
+            f"Checkpoint {path} is not a readable checkpoint (truncated or corrupt: {err}). "
+            "Delete it, or pass another with ckpt_path=<file>."
+        ) from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(
+            f"Checkpoint {path} holds no model state_dict: not a drmm-train checkpoint."
+        )
+    return checkpoint
 
 
 def check_same_model(checkpoint: dict[str, Any], expected: dict[str, Any], path: Path) -> None:
@@ -43,3 +108,12 @@ def check_same_model(checkpoint: dict[str, Any], expected: dict[str, Any], path:
             f"Checkpoint {path} holds another model than the one configured ({detail}). "
             f"Use model={saved.get('arch')} (and the same data set) to resume from it."
         )
+
+
+def progress(checkpoint: dict[str, Any]) -> tuple[int, int]:
+    """(optimizer steps, whole epochs) the checkpoint had trained."""
+    loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    epochs = loop.get("epoch_progress", {}).get("current", {}).get("processed")
+    return int(checkpoint.get("global_step", 0)), int(
+        checkpoint.get("epoch", 0) if epochs is None else epochs
+    )

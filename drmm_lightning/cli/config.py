@@ -7,7 +7,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = (
@@ -54,3 +54,44 @@ def check_overrides(args: list[str]) -> None:
                 f"Unknown {key} {', '.join(map(repr, unknown))}. Valid {key} choices: "
                 f"{', '.join(valid) or '(none)'}. Configs live in {CONF_DIR / key}."
             )
+
+
+# Settings that must be numbers (int: whole numbers), checked before any work so that a typo
+# like data.num_labeled=abc is named instead of failing deep inside as a comparison of types.
+NUMBERS: dict[str, type] = {
+    "seed": int,
+    "data.num_labeled": int,
+    "data.num_unlabeled": int,
+    "data.val_size": int,
+    "data.labeled_batch_size": int,
+    "data.unlabeled_batch_size": int,
+    "data.eval_batch_size": int,
+    "data.epoch_size": int,
+    "data.num_workers": int,
+    "trainer.max_epochs": int,
+    "trainer.max_steps": int,
+    "regime.pretrain_epochs": int,
+    "model.optimizer.lr": float,
+    "model.optimizer.weight_decay": float,
+    "objective.denoise_std": float,
+    "objective.switch_dropout": float,
+    "objective.posterior_batch": int,
+}
+CHOICES: dict[str, tuple[str, ...]] = {"test_ckpt": ("best", "last")}
+
+
+def check_types(cfg: DictConfig) -> None:
+    """A ValueError naming the first setting of the wrong type or choice (see NUMBERS)."""
+    weights = {f"objective.weights.{k}": float for k in cfg.get("objective", {}).get("weights", {})}
+    for key, kind in {**NUMBERS, **weights}.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            continue
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if not (whole or (kind is float and isinstance(value, float))):
+            wanted = "a whole number" if kind is int else "a number"
+            raise ValueError(f"{key}={value!r} must be {wanted}.")
+    for key, valid in CHOICES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and value not in valid:
+            raise ValueError(f"{key}={value!r}; valid: {', '.join(valid)}.")

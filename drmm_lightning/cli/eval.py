@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..training import DRMMLitModule
 from .checkpoints import find_checkpoint, read_checkpoint
 from .config import CONF_DIR, check_overrides
-from .wiring import as_floats, build_loggers, finish_loggers, print_config, summary
+from .wiring import as_floats, build_loggers, finish_loggers, print_config, say, summary
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -23,6 +23,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     ckpt = find_checkpoint(cfg.ckpt_path, cfg.paths.log_dir, "train")
+    say(f"[drmm] evaluating {ckpt}")
     saved = read_checkpoint(ckpt)
     run_config = saved.get("run_config") or {}
     if "data" not in run_config:

@@ -7,8 +7,8 @@ what: reconstructions (test images above their renderings), templates (closed-fo
 appearance, Eq. 46, above gradient-ascent activity maximisation, both at the mean norm of the
 test images), samples (one row per class, Eqs. 5-7), filters (first layer), layers
 (intermediate rendered templates z^(l), one file per layer), classes (up to 8 test images, each
-rendered from every class through its own switches). Files go to <run>/renders/ unless
-out_dir is given.
+rendered from every class through its own switches). Files go to <run>/renders/ (renders-2/,
+... on later calls, so nothing is overwritten) unless out_dir is given.
 """
 
 from __future__ import annotations
@@ -56,13 +56,40 @@ def eval_images(
     return datamodule.transform(data.images[rows], train=False), data.labels[rows]
 
 
-def render(cfg: DictConfig) -> list[Path]:
-    """Write the requested grids; returns their paths."""
+def check_arguments(cfg: DictConfig) -> list[str]:
+    """The requested kinds; a ValueError naming the first bad argument, before any work."""
     what = [cfg.what] if isinstance(cfg.what, str) else list(cfg.what)
     unknown = [w for w in what if w not in KINDS]
-    if unknown:
-        raise ValueError(f"Unknown what={unknown}; valid: {', '.join(KINDS)}.")
+    if unknown or not what:
+        raise ValueError(f"Unknown or empty what={what}; valid: {', '.join(KINDS)}.")
+    for key in ("num_images", "per_class", "scale", "seed"):
+        value = cfg.get(key)
+        low = 0 if key == "seed" else 1
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{key}={value!r} must be a whole number >= {low}.")
+    classes = cfg.get("classes")
+    if classes is not None and (isinstance(classes, (str, int)) or len(classes) == 0):
+        raise ValueError(
+            f"classes={classes!r} must be a non-empty list like [3,5], or null for all."
+        )
+    return what
+
+
+def fresh_dir(base: Path) -> Path:
+    """`base`, or base-2, base-3, ... : the first that does not exist yet (renders never
+    overwrite an earlier call's pictures)."""
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def render(cfg: DictConfig) -> list[Path]:
+    """Write the requested grids; returns their paths."""
+    what = check_arguments(cfg)
     ckpt = find_checkpoint(cfg.ckpt_path, cfg.paths.log_dir, "train")
+    print(f"[drmm] rendering {ckpt}")
     module = DRMMLitModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
     model = module.net.eval()
     classes = list(range(model.num_classes)) if cfg.classes is None else list(cfg.classes)
@@ -71,7 +98,7 @@ def render(cfg: DictConfig) -> list[Path]:
         raise ValueError(
             f"Class index {bad} out of range: the model has {model.num_classes} classes (0..{model.num_classes - 1})."
         )
-    out = Path(cfg.out_dir) if cfg.out_dir else ckpt.parent.parent / "renders"
+    out = Path(cfg.out_dir) if cfg.out_dir else fresh_dir(ckpt.parent.parent / "renders")
     out.mkdir(parents=True, exist_ok=True)
     images = None
     if {"reconstructions", "layers", "templates", "classes"} & set(what):
@@ -96,7 +123,7 @@ def render(cfg: DictConfig) -> list[Path]:
     paths = []
     for name, picture in pictures.items():
         paths.append(out / f"{name}.png")
-        if cfg.get("scale", 1) > 1:  # nearest-neighbour enlargement for viewing
+        if cfg.scale > 1:  # nearest-neighbour enlargement for viewing
             picture = picture.repeat_interleave(cfg.scale, 1).repeat_interleave(cfg.scale, 2)
         save_image(picture, paths[-1])
         print(paths[-1])

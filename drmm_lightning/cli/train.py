@@ -7,9 +7,11 @@ drmm-train experiment=paper/mnist_drmm5_semi_sup_100 seed=1,2,3 -m
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -19,8 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..models import RENDER_PATHS
 from ..training import DRMMLitModule, EGObjective
-from .checkpoints import check_same_model, find_checkpoint, read_checkpoint
-from .config import CONF_DIR, check_overrides
+from ..training.checkpointing import AtomicCheckpointIO, StopOnSignal
+from .checkpoints import check_same_model, find_checkpoint, progress, read_checkpoint
+from .config import CONF_DIR, check_overrides, check_types
 from .wiring import (
     as_floats,
     build_callbacks,
@@ -28,8 +31,8 @@ from .wiring import (
     finish_loggers,
     has_validation,
     print_config,
-    rank_zero_print,
     save_results,
+    say,
     summary,
 )
 
@@ -72,6 +75,7 @@ REGIMES = ("sup", "unsup_pretr", "semi_sup")
 
 def validate(cfg: DictConfig) -> None:
     """Reject bad settings before any data is loaded (one clear ValueError)."""
+    check_types(cfg)
     if cfg.regime.name not in REGIMES:
         raise ValueError(f"Unknown regime {cfg.regime.name!r}; valid: {', '.join(REGIMES)}.")
     if cfg.regime.pretrain_epochs < 0 or cfg.trainer.max_epochs < 0:
@@ -84,28 +88,45 @@ def validate(cfg: DictConfig) -> None:
         )
 
 
+class Interrupted(Exception):
+    """Training stopped on SIGTERM/SIGINT after saving a checkpoint (not an error of the run)."""
+
+    def __init__(self, signal_name: str, step: int, saved: object) -> None:
+        super().__init__(
+            f"{signal_name} at step {step}: saved {saved}; resume with the same command and "
+            "ckpt_path=last."
+        )
+        self.signal_name = signal_name
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) the configured experiment; returns every logged metric as a float."""
     start = time.time()
     validate(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    ckpt = find_checkpoint(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name)
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    ckpt = find_checkpoint(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name, run_config)
     saved = read_checkpoint(ckpt) if ckpt else {}
-    done = saved["epoch"] + 1 if saved else 0  # epochs the checkpoint completed
+    steps, done = progress(saved) if saved else (0, 0)  # what the checkpoint had trained
     plan = [p for p in phases(cfg) if p[1] > done] or phases(cfg)[-1:]
 
     datamodule = build_datamodule(cfg, plan[0][0])
     model = build_module(cfg, datamodule)
     if ckpt:
         check_same_model(saved, dict(model.hparams), ckpt)
-        rank_zero_print(f"[drmm] resuming from {ckpt} (epoch {done})")
-    model.run_config = OmegaConf.to_container(cfg, resolve=True)
+        say(f"[drmm] resuming from {ckpt}: step {steps}, {done} whole epoch(s) done")
+    model.run_config = run_config
     loggers = build_loggers(cfg, saved.get("logger_ids", {}))
-    callbacks = build_callbacks(cfg, datamodule, checkpoint_dir(cfg, plan[0][0]))
+    stop = StopOnSignal()
+    callbacks = [*build_callbacks(cfg, datamodule, checkpoint_dir(cfg, plan[0][0])), stop]
     no_val = {} if has_validation(datamodule) else {"limit_val_batches": 0}
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, **no_val
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+        **no_val,
     )
     for logger in loggers:
         logger.log_hyperparams(model.run_config)
@@ -116,7 +137,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             if i > 0:  # phase 2 of unsup_pretr: same weights, new data regime and checkpoints
                 kept = [cb for cb in trainer.callbacks if not isinstance(cb, ModelCheckpoint)]
                 new = build_callbacks(
-                    cfg, datamodule, checkpoint_dir(cfg, regime), "model_checkpoint"
+                    cfg, datamodule, checkpoint_dir(cfg, regime), only=ModelCheckpoint
                 )
                 trainer.callbacks = kept + new
             datamodule.set_regime(regime)
@@ -124,6 +145,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             resume = str(ckpt) if ckpt and i == 0 else None
             trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=False)
             metrics.update(as_floats(trainer.callback_metrics))
+            if stop.stopped_by:
+                raise Interrupted(stop.stopped_by, trainer.global_step, stop.saved)
         if cfg.get("test", True):
             best = (
                 trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -140,11 +163,26 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def discard_if_unused(run_dir: Path, task_name: str) -> None:
+    """Remove the run directory of a call that failed before writing anything of its own (only
+    Hydra's config copy, the log and the split are there), so failed calls leave no clutter."""
+    setup_only = {".hydra", f"{task_name}.log", "labeled_indices.json"}
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= setup_only:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     if cfg.get("print_config"):
         print_config(cfg)
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    except Interrupted as stopped:
+        say(f"[drmm] stopped by {stopped}")
+        sys.exit(143 if stopped.signal_name == "SIGTERM" else 130)
+    except Exception:
+        discard_if_unused(Path(cfg.paths.output_dir), cfg.task_name)
+        raise
     metric = cfg.get("optimized_metric")
     if metric and metric not in metrics:
         warnings.warn(

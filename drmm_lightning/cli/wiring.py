@@ -3,28 +3,31 @@
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+log = logging.getLogger("drmm_lightning")
+
 
 @rank_zero_only
-def rank_zero_print(*args: Any) -> None:
-    """print() on the global rank-zero process only."""
-    print(*args, flush=True)
+def say(message: str) -> None:
+    """Tell the user (terminal and the run's log file, through logging), rank zero only."""
+    log.info(message)
 
 
 @rank_zero_only
 def print_config(cfg: DictConfig) -> None:
-    """Print the composed config as YAML (rank zero only)."""
-    print(OmegaConf.to_yaml(cfg, resolve=False), flush=True)
+    """The composed config as YAML, to the terminal and the run's log file (rank zero only)."""
+    log.info(OmegaConf.to_yaml(cfg, resolve=False))
 
 
 def has_validation(datamodule: Any) -> bool:
@@ -33,14 +36,18 @@ def has_validation(datamodule: Any) -> bool:
 
 
 def build_callbacks(
-    cfg: DictConfig, datamodule: Any, checkpoint_dir: str, only: str | None = None
+    cfg: DictConfig, datamodule: Any, checkpoint_dir: str, only: type | None = None
 ) -> list[L.Callback]:
-    """Instantiate the callbacks of `cfg.callbacks` (or just the one named `only`)."""
+    """Instantiate the callbacks of `cfg.callbacks` (or just those of type `only`). Every
+    ModelCheckpoint writes to `checkpoint_dir` and, without a validation split, keeps the last."""
     callbacks = []
-    for name, conf in (cfg.get("callbacks") or {}).items():
-        if not isinstance(conf, DictConfig) or "_target_" not in conf or only not in (None, name):
+    for conf in (cfg.get("callbacks") or {}).values():
+        if not isinstance(conf, DictConfig) or "_target_" not in conf:
             continue
-        if name == "model_checkpoint":
+        kind = hydra.utils.get_class(conf._target_)
+        if only is not None and not issubclass(kind, only):
+            continue
+        if issubclass(kind, ModelCheckpoint):
             conf = conf.copy()
             with open_dict(conf):
                 conf.dirpath = checkpoint_dir
@@ -101,8 +108,4 @@ def summary(cfg: DictConfig, metrics: dict[str, float], seconds: float) -> None:
     keys = ["test/error", "test/acc", "test/reconstruction", "val/acc_best", "train/loss"]
     shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics)
     out = cfg.paths.output_dir
-    print(
-        f"\n[drmm] {shown or 'no metrics'} | wall time {seconds / 60:.1f} min | run dir {out}",
-        file=sys.stdout,
-        flush=True,
-    )
+    log.info(f"\n[drmm] {shown or 'no metrics'} | wall time {seconds / 60:.1f} min | run dir {out}")

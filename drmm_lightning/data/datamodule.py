@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from torch import Tensor
@@ -255,8 +256,13 @@ class DRMMDataModule(L.LightningDataModule):
             )
             for name in streams
         }
-        return self._loader(
-            StreamBatches({name: datasets[name] for name in streams}), StreamSampler(samplers)
+        return ResumableLoader(
+            StreamBatches({name: datasets[name] for name in streams}),
+            sampler=StreamSampler(samplers),
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            position=self._batches_trained,
         )
 
     def val_dataloader(self) -> DataLoader | list:
@@ -284,6 +290,13 @@ class DRMMDataModule(L.LightningDataModule):
         return out
 
     # ---- helpers ------------------------------------------------------------------------------------
+
+    def _batches_trained(self) -> int:
+        """Training batches of the current epoch whose step is in the weights (0 without a
+        trainer): what a checkpoint written now has consumed of the epoch."""
+        if self.trainer is None:
+            return 0
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def _rank_and_world(self) -> tuple[int, int]:
         """(global rank, world size) of the attached trainer; (0, 1) without one."""
@@ -317,6 +330,22 @@ class DRMMDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
+
+
+class ResumableLoader(DataLoader):
+    """The training loader, with its place in the epoch in every checkpoint: Lightning saves the
+    state of loaders that have state_dict/load_state_dict and restores it before iterating, so a
+    run resumed mid-epoch trains on exactly the batches the uninterrupted run would have."""
+
+    def __init__(self, *args: Any, position: Callable[[], int], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.position = position
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches": self.position()}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.sampler.resume(state_dict["epoch"], state_dict["batches"])
 
 
 def _check_at_least(minimum: int, **values: int | None) -> None:

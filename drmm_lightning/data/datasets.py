@@ -122,10 +122,47 @@ def load_dataset(name: str, location: Path, download: bool = True) -> tuple[Imag
                 f"{list(train.class_names)} against {list(test.class_names)}."
             )
         return train, test
-    make = DATASETS[name].torchvision_class
-    return _from_torchvision(make(location, train=True)), _from_torchvision(
-        make(location, train=False)
-    )
+    spec = DATASETS[name]
+    directory = location / spec.folder
+    if spec.files == _MNIST_FILES:
+        for file in spec.files:
+            check_idx_file(directory / file)
+    try:
+        return _from_torchvision(spec.torchvision_class(location, train=True)), _from_torchvision(
+            spec.torchvision_class(location, train=False)
+        )
+    except Exception as error:  # a torchvision reader's own error does not name the file
+        raise ValueError(
+            f"Cannot read the {name} files in {directory} ({type(error).__name__}: {error}); one "
+            f"of {', '.join(spec.files)} is truncated or corrupt: delete them (download=true "
+            "fetches them again) or restore them."
+        ) from error
+
+
+IDX_TYPES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}  # idx type code -> bytes
+
+
+def check_idx_file(path: Path) -> None:
+    """A ValueError naming `path` unless it is a whole idx file: its header's magic number and
+    sizes, and a length equal to what the header announces (catches truncation and garbling)."""
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        header = file.read(4)
+        ok = len(header) == 4 and header[:2] == b"\0\0" and header[2] in IDX_TYPES
+        dims = header[3] if ok else 0
+        shape_bytes = file.read(4 * dims)
+    shape = [int.from_bytes(shape_bytes[i : i + 4], "big") for i in range(0, len(shape_bytes), 4)]
+    if not ok or not 1 <= dims <= 4 or len(shape) != dims:
+        raise ValueError(
+            f"{path} is not an idx file (bad header {header.hex()}): it is corrupt; delete it "
+            "(download=true fetches it again) or restore it."
+        )
+    expected = 4 + 4 * dims + IDX_TYPES[header[2]] * int(torch.tensor(shape).prod())
+    if size != expected:
+        raise ValueError(
+            f"{path} has {size} bytes but its header announces {expected} (shape {shape}): it "
+            "is truncated or corrupt; delete it (download=true fetches it again) or restore it."
+        )
 
 
 def _from_torchvision(dataset: tv.VisionDataset) -> ImageData:

@@ -45,8 +45,8 @@ def load_image_folder(directory: Path) -> ImageData:
 
 def _decode(files: list[tuple[str, int]]) -> torch.Tensor:
     """Decode the files to a (N, C, H, W) uint8 tensor; grey if the first image is, else RGB."""
-    mode = ImageReadMode.GRAY if decode_image(files[0][0]).shape[0] == 1 else ImageReadMode.RGB
-    images = [decode_image(path, mode=mode) for path, _ in files]
+    mode = ImageReadMode.GRAY if _read(files[0][0]).shape[0] == 1 else ImageReadMode.RGB
+    images = [_read(path, mode) for path, _ in files]
     shapes = {tuple(image.shape) for image in images}
     if len(shapes) > 1:
         raise ValueError(
@@ -54,3 +54,13 @@ def _decode(files: list[tuple[str, int]]) -> torch.Tensor:
             f"...); image_folder needs one size for all images: resize them beforehand."
         )
     return torch.stack(images)
+
+
+def _read(path: str, mode: ImageReadMode = ImageReadMode.UNCHANGED) -> torch.Tensor:
+    """Decode one image file; a ValueError naming the file if it cannot be decoded."""
+    try:
+        return decode_image(path, mode=mode)
+    except (RuntimeError, ValueError, OSError) as error:
+        raise ValueError(
+            f"Cannot decode image {path} ({error}); remove or replace the file."
+        ) from error

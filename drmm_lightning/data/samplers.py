@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections.abc import Iterator
 
@@ -42,17 +43,28 @@ class ShardedSampler(Sampler[Tensor]):
         self.shuffle, self.seed, self.stream = shuffle, seed, stream
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches already trained)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order the next iteration yields (Lightning calls this)."""
         self.epoch = epoch
+
+    def resume(self, epoch: int, batches: int) -> None:
+        """Make the next iteration over `epoch` skip the `batches` a checkpoint had trained on."""
+        self.resume_at = (epoch, batches)
 
     def __len__(self) -> int:
         return math.ceil(self._per_rank() / self.batch_size)
 
     def __iter__(self) -> Iterator[Tensor]:
         order = self.epoch_order()
-        yield from order[self.rank :: self.world_size].split(self.batch_size)
+        batches = order[self.rank :: self.world_size].split(self.batch_size)
+        yield from itertools.islice(batches, self._skip(), None)
+
+    def _skip(self) -> int:
+        """Batches to skip at the start of this iteration: those of a mid-epoch checkpoint."""
+        resume, self.resume_at = self.resume_at, None
+        return resume[1] if resume is not None and resume[0] == self.epoch else 0
 
     def epoch_order(self) -> Tensor:
         """The current epoch's order of positions over all ranks, identical on every rank."""
@@ -80,10 +92,19 @@ class StreamSampler(Sampler[dict]):
             raise ValueError(f"The streams must have the same number of batches; got {lengths}.")
         self.samplers = samplers
 
+    @property
+    def epoch(self) -> int:
+        return next(iter(self.samplers.values())).epoch
+
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch of every stream."""
         for sampler in self.samplers.values():
             sampler.set_epoch(epoch)
+
+    def resume(self, epoch: int, batches: int) -> None:
+        """Skip, in every stream, the batches of `epoch` a checkpoint had trained on."""
+        for sampler in self.samplers.values():
+            sampler.resume(epoch, batches)
 
     def __len__(self) -> int:
         return len(next(iter(self.samplers.values())))

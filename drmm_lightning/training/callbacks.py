@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import lightning as L
@@ -115,3 +116,30 @@ class TestCurve(L.Callback):
         }
         with open(Path(trainer.default_root_dir) / "curve.jsonl", "a") as f:
             f.write(json.dumps(line) + "\n")
+
+
+class ProgressLog(L.Callback):
+    """Every N training steps, one line of progress (step, epoch, loss, accuracy) through Python
+    logging, so the run's log file shows how far it got and how it went (rank zero only)."""
+
+    def __init__(self, every_n_steps: int = 100) -> None:
+        self.every_n_steps = every_n_steps
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        step = trainer.global_step
+        if not self.every_n_steps or step % self.every_n_steps or not trainer.is_global_zero:
+            return
+        shown = {
+            k: float(v)
+            for k, v in trainer.callback_metrics.items()
+            if k in ("train/loss_step", "train/cross_entropy_step", "train/reconstruction_step")
+        }
+        total = trainer.num_training_batches
+        logging.getLogger("drmm_lightning").info(
+            f"[drmm] step {step}, epoch {trainer.current_epoch} "
+            f"(batch {trainer.fit_loop.epoch_loop.batch_idx + 1}/{total}): "
+            + ", ".join(
+                f"{k.removeprefix('train/').removesuffix('_step')}={v:.4g}"
+                for k, v in shown.items()
+            )
+        )

@@ -27,6 +27,31 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the message names the step and the term."""
 
 
+class DivergenceError(RuntimeError):
+    """The loss left its bound or grew by a large factor; the message names the step and term."""
+
+
+DIVERGENCE = {"max_loss": 1.0e4, "growth": 1.0e3, "window": 50}
+
+
+def mark_unfinished_epoch(checkpoint: dict[str, Any]) -> None:
+    """A run stopped inside an epoch (max_steps, a signal) is saved by Lightning as if the epoch
+    had ended, so resuming it would start the next epoch and train nothing more of this one.
+    Record it as saved mid-epoch instead: resuming (or extending max_steps) then continues with
+    the epoch's next batch (the training loader's state says which)."""
+    loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    batches, epochs = loop.get("epoch_loop.batch_progress"), loop.get("epoch_progress")
+    if not batches or not epochs or batches.get("is_last_batch", True):
+        return
+    for counts in (epochs["total"], epochs["current"]):
+        ended = counts["ready"] == counts["started"] == counts["processed"] > 0
+        if not ended:  # saved mid-epoch already (processed = ready - 1)
+            return
+    for counts in (epochs["total"], epochs["current"]):
+        counts["processed"] = counts["completed"] = counts["ready"] - 1
+    checkpoint["epoch"] = epochs["current"]["ready"] - 1
+
+
 class DRMMLitModule(L.LightningModule):
     """EG training of a DRMM, DRFM or the same-architecture CNN (objective weights all zero)."""
 
@@ -44,11 +69,14 @@ class DRMMLitModule(L.LightningModule):
         pixel_std: Sequence[float] | None = None,
         diagnostics_every: int = 50,
         render_argmin: bool = True,
+        divergence: dict[str, float] | None = DIVERGENCE,
     ) -> None:
         """pixel_std: the per-channel std the data standardised its inputs with (None: inputs
         in [0, 1]); reconstruction errors are logged in [0, 1] pixel units with it.
         diagnostics_every: log the render diagnostics (render/*) every N training steps (0: off).
-        render_argmin: in validation and test, also classify by rendering every class."""
+        render_argmin: in validation and test, also classify by rendering every class.
+        divergence: stop when |loss| exceeds max_loss, or when its mean over a window of steps
+        exceeds `growth` times the smallest window mean so far (None: no guard)."""
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.net = build_model(arch, in_channels, num_classes, image_size, **(arch_kwargs or {}))
@@ -67,6 +95,8 @@ class DRMMLitModule(L.LightningModule):
         self.test_agree = MeanMetric()
         # the resolved run config, kept in checkpoints (drmm-eval and drmm-render read it)
         self.run_config: dict[str, Any] | None = None
+        self._window: list[float] = []
+        self._best_window = float("inf")
 
     def forward(self, x: Tensor) -> Tensor:
         """Class logits (the bottom-up E-step)."""
@@ -78,6 +108,7 @@ class DRMMLitModule(L.LightningModule):
         labeled, unlabeled = batch.get("labeled"), batch.get("unlabeled")
         out = self.objective(self.net, labeled, unlabeled)
         self.check_finite(out.loss, out.terms)
+        self.check_divergence(out.loss, out.terms)
         n = out.num_labeled + (0 if unlabeled is None else len(unlabeled))
         logged = {f"train/{name}": value for name, value in out.terms.items()}
         logged["train/sigma2"] = self.net.log_sigma2.detach().exp()
@@ -110,6 +141,41 @@ class DRMMLitModule(L.LightningModule):
                 batch_size=out.num_labeled,
             )
         return out.loss
+
+    def check_divergence(self, loss: Tensor, terms: dict[str, Tensor]) -> None:
+        """Stop a run whose loss explodes without becoming NaN (e.g. a learning rate far too
+        high), naming the step and the largest term (see `divergence`)."""
+        guard = self.hparams.divergence
+        if not guard:
+            return
+        value = abs(loss.item())
+        self._window.append(value)
+        reason = None
+        if value > guard["max_loss"]:
+            reason = f"|loss| = {value:.3g} exceeds divergence.max_loss = {guard['max_loss']:.3g}"
+        elif len(self._window) >= guard["window"]:
+            mean = sum(self._window) / len(self._window)
+            self._window = []
+            if mean > guard["growth"] * max(self._best_window, 1e-2):
+                reason = (
+                    f"the mean |loss| over the last {guard['window']} steps, {mean:.3g}, is more "
+                    f"than divergence.growth = {guard['growth']:.3g} times its smallest, "
+                    f"{self._best_window:.3g}"
+                )
+            self._best_window = min(self._best_window, mean)
+        if reason is None:
+            return
+        worst = max(terms, key=lambda k: abs(terms[k].item()), default="(weighted sum)")
+        raise DivergenceError(
+            f"Training diverged at global step {self.global_step} (epoch {self.current_epoch}): "
+            f"{reason}; largest term: {worst}. Terms: "
+            + ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+            + ". Lower the learning rate or that term's weight (model.divergence=null: no guard)."
+        )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["rng_state"])
 
     def check_finite(self, loss: Tensor, terms: dict[str, Tensor]) -> None:
         """Stop at the first non-finite loss, naming the step and the offending terms."""
@@ -171,8 +237,12 @@ class DRMMLitModule(L.LightningModule):
 
     # ----- checkpoints -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the run config and the experiment loggers' run ids, so a resume continues them."""
+        """Keep the run config, the experiment loggers' run ids and the CPU random state, so a
+        resume continues them and draws what the uninterrupted run would (noise of denoise_std,
+        switch dropout, augmentation); mark an epoch that a stop cut short as unfinished."""
         checkpoint["run_config"] = self.run_config
+        checkpoint["rng_state"] = torch.get_rng_state()
+        mark_unfinished_epoch(checkpoint)
         ids = {type(lg).__name__.removesuffix("Logger").lower(): lg.version for lg in self.loggers}
         checkpoint["logger_ids"] = {k: v for k, v in ids.items() if isinstance(v, str)}
 

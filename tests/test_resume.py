@@ -1,0 +1,282 @@
+"""Runs that survive: kill -9 and resume, preemption, extending a run, atomic checkpoints, the
+divergence guard, and every bad file or value named (subprocess runs on real MNIST)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torchvision.io import write_png
+
+import drmm_lightning.training.checkpointing as checkpointing
+from drmm_lightning.cli.checkpoints import find_checkpoint, read_checkpoint
+from drmm_lightning.cli.config import check_types
+from drmm_lightning.cli.render import check_arguments, fresh_dir
+from drmm_lightning.data.datasets import load_dataset
+from drmm_lightning.data.image_folder import load_image_folder
+from drmm_lightning.training.module import DivergenceError, DRMMLitModule
+
+ROOT = Path(__file__).resolve().parent.parent
+# 30 steps of 20 + 20 images per epoch, two epochs, last.ckpt every 5 steps; one thread so that
+# two runs of the same command give the same weights.
+SMALL = [
+    "model=drmm2",
+    "data.num_unlabeled=600",
+    "data.val_size=0",
+    "data.labeled_batch_size=20",
+    "data.unlabeled_batch_size=20",
+    "data.download=false",
+    "trainer.max_epochs=2",
+    "trainer.limit_test_batches=1",
+    "callbacks.step_checkpoint.every_n_train_steps=5",
+    "callbacks.progress_log.every_n_steps=10",
+    "callbacks.generative_images.every_n_epochs=0",
+    "logger=csv",
+    "print_config=true",
+    "seed=3",
+]
+
+
+def drmm_train(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "drmm_lightning.train", *SMALL, *overrides]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def runs(cwd: Path) -> list[Path]:
+    return sorted((cwd / "outputs" / "train" / "runs").iterdir())
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_where_it_stopped_and_ends_as_if_uninterrupted(
+    tmp_path: Path, mnist: Path
+) -> None:
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    whole.mkdir(), cut.mkdir()
+    assert drmm_train(whole).returncode == 0
+    killer = ["+callbacks.kill._target_=tests.stop_at.SignalAt", "+callbacks.kill.step=43"]
+    killed = drmm_train(cut, *killer)
+    assert killed.returncode == -9  # died at step 43 of 60, in the second epoch
+    (crashed,) = runs(cut)
+    assert read_checkpoint(crashed / "checkpoints" / "last.ckpt")["global_step"] == 40
+    resumed = drmm_train(cut, "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (
+        f"resuming from {crashed.relative_to(cut)}/checkpoints/last.ckpt: step 40" in resumed.stdout
+    )
+    (reference,), final = runs(whole), runs(cut)[-1]
+    assert json.loads((final / "results.json").read_text())["global_step"] == 60
+    a, b = weights(reference), weights(final)
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)
+    # the run's log file holds the config, the progress and the summary
+    log = (final / "train.log").read_text()
+    assert "model:" in log and "[drmm] step 50" in log and "[drmm] test/error" in log
+
+
+@pytest.mark.slow
+def test_last_of_another_experiment_is_refused_and_extending_max_steps_trains_more(
+    tmp_path: Path, mnist: Path
+) -> None:
+    assert drmm_train(tmp_path, "trainer.max_steps=12").returncode == 0
+    (first,) = runs(tmp_path)
+    other = drmm_train(tmp_path, "seed=4", "ckpt_path=last")
+    assert other.returncode != 0
+    assert (
+        str(first.relative_to(tmp_path)) in other.stderr
+        and "seed: checkpoint 3, now 4" in other.stderr
+    )
+    assert len(runs(tmp_path)) == 1  # the refused call left no run directory behind
+    longer = drmm_train(tmp_path, "trainer.max_steps=17", "ckpt_path=last")
+    assert longer.returncode == 0, longer.stderr[-2000:]
+    record = json.loads((runs(tmp_path)[-1] / "results.json").read_text())
+    assert record["global_step"] == 17
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_stops(tmp_path: Path, mnist: Path) -> None:
+    stop = ["+callbacks.stop._target_=tests.stop_at.SignalAt", "+callbacks.stop.step=7"]
+    result = drmm_train(tmp_path, *stop, "+callbacks.stop.signal_name=SIGTERM")
+    assert result.returncode == 143, result.stderr[-2000:]
+    assert "stopped by SIGTERM at step 7" in result.stdout
+    (run,) = runs(tmp_path)
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 7
+    assert not (run / "results.json").exists()  # an interrupted run has no results
+
+
+def test_last_finds_the_pretraining_phase_of_the_same_experiment(tmp_path: Path) -> None:
+    config = {"model": {"arch": "drmm2"}, "seed": 1, "data": {"root": "/a"}, "paths": {"x": 1}}
+    phase_one = tmp_path / "train" / "runs" / "r1" / "checkpoints" / "pretrain" / "last.ckpt"
+    other = tmp_path / "train" / "runs" / "r2" / "checkpoints" / "last.ckpt"
+    for path, seed in ((phase_one, 1), (other, 2)):
+        path.parent.mkdir(parents=True)
+        torch.save({"state_dict": {}, "run_config": {**config, "seed": seed}}, path)
+    os.utime(phase_one, (1, 1))  # older than the other experiment's checkpoint
+    wanted = {**config, "data": {"root": "/elsewhere"}, "paths": {"x": 2}}
+    assert find_checkpoint("last", tmp_path, "train", wanted) == phase_one
+    with pytest.raises(ValueError, match="seed: checkpoint 2, now 3"):
+        find_checkpoint("last", tmp_path, "train", {**config, "seed": 3})
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_previous_file(tmp_path, monkeypatch) -> None:
+    target = tmp_path / "last.ckpt"
+    io = checkpointing.AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, target)
+
+    def dies_halfway(obj, path):  # writes part of the file, then the process "dies"
+        Path(path).write_bytes(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpointing.torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, target)
+    monkeypatch.undo()
+    assert read_checkpoint(target)["state_dict"]["w"].eq(1).all()
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no partial file left
+    (tmp_path / ".last.ckpt.999.tmp").write_bytes(b"left by a kill -9")
+    io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, target)
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_divergence_without_nan_stops_naming_step_and_term() -> None:
+    module = DRMMLitModule(
+        arch="drmm2", divergence={"max_loss": 100.0, "growth": 10.0, "window": 3}
+    )
+    terms = {"cross_entropy": torch.tensor(5e4), "reconstruction": torch.tensor(0.1)}
+    with pytest.raises(
+        DivergenceError, match=r"global step 0.*max_loss.*largest term: cross_entropy"
+    ):
+        module.check_divergence(torch.tensor(5e4), terms)
+    module = DRMMLitModule(arch="drmm2", divergence={"max_loss": 1e9, "growth": 10.0, "window": 3})
+    small = {"kl": torch.tensor(1.0)}
+    for _ in range(3):
+        module.check_divergence(torch.tensor(1.0), small)
+    for value in (50.0, 60.0):
+        module.check_divergence(torch.tensor(value), {"kl": torch.tensor(value)})
+    with pytest.raises(DivergenceError, match="growth.*largest term: kl"):
+        module.check_divergence(torch.tensor(70.0), {"kl": torch.tensor(70.0)})
+    DRMMLitModule(arch="drmm2", divergence=None).check_divergence(torch.tensor(1e30), small)
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("data.num_labeled", "abc"),
+        ("model.optimizer.lr", "fast"),
+        ("seed", "abc"),
+        ("trainer.max_steps", 1.5),
+        ("objective.weights.kl", "high"),
+        ("test_ckpt", "worst"),
+    ],
+)
+def test_a_wrong_type_names_its_key(key: str, value: object) -> None:
+    cfg = OmegaConf.create(
+        {
+            "seed": 0,
+            "test_ckpt": "best",
+            "data": {"num_labeled": 100},
+            "model": {"optimizer": {"lr": 1e-3}},
+            "trainer": {"max_steps": -1},
+            "objective": {"weights": {"kl": 0.5}},
+        }
+    )
+    check_types(cfg)
+    OmegaConf.update(cfg, key, value)
+    with pytest.raises(ValueError, match=rf"{key}={value!r}"):
+        check_types(cfg)
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("per_class", 0),
+        ("num_images", 0),
+        ("num_images", -3),
+        ("scale", 0),
+        ("classes", []),
+        ("what", []),
+        ("seed", "x"),
+    ],
+)
+def test_render_arguments_are_checked(key: str, value: object) -> None:
+    cfg = OmegaConf.create(
+        {
+            "what": ["samples"],
+            "num_images": 16,
+            "per_class": 8,
+            "scale": 1,
+            "seed": 0,
+            "classes": None,
+        }
+    )
+    assert check_arguments(cfg) == ["samples"]
+    cfg[key] = value
+    with pytest.raises(ValueError, match=key):
+        check_arguments(cfg)
+
+
+def test_renders_never_overwrite_an_earlier_call(tmp_path: Path) -> None:
+    first = fresh_dir(tmp_path / "renders")
+    first.mkdir()
+    second = fresh_dir(tmp_path / "renders")
+    assert (first.name, second.name) == ("renders", "renders-2")
+
+
+def test_corrupt_checkpoints_are_named(tmp_path: Path) -> None:
+    garbage, truncated = tmp_path / "garbage.ckpt", tmp_path / "truncated.ckpt"
+    garbage.write_bytes(os.urandom(1000))
+    torch.save({"state_dict": {"w": torch.ones(1000)}}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:700])
+    for path in (garbage, truncated):
+        with pytest.raises(ValueError, match=f"Checkpoint {path} is not a readable checkpoint"):
+            read_checkpoint(path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbled"])
+def test_a_damaged_mnist_file_is_named(tmp_path: Path, mnist: Path, damage: str) -> None:
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for source in mnist.parent.glob("*-ubyte"):
+        (raw / source.name).symlink_to(source)
+    target = raw / "t10k-labels-idx1-ubyte"
+    data = target.read_bytes()
+    target.unlink()
+    target.write_bytes(data[:5000] if damage == "truncated" else b"\xff\xfe" + data[2:])
+    with pytest.raises(ValueError, match=str(target)):
+        load_dataset("mnist", tmp_path, download=False)
+
+
+def test_an_undecodable_image_is_named(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("DRMM_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "train" / "cat"
+    folder.mkdir(parents=True)
+    write_png(torch.zeros(1, 8, 8, dtype=torch.uint8), str(folder / "good.png"))
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match="Cannot decode image .*broken.png"):
+        load_image_folder(tmp_path / "train")
+
+
+@pytest.mark.slow
+def test_a_learning_rate_far_too_high_is_stopped_by_the_guard(tmp_path: Path, mnist: Path) -> None:
+    result = drmm_train(tmp_path, "model.optimizer.lr=10", "trainer.max_steps=30")
+    assert result.returncode != 0
+    assert "Training diverged at global step" in result.stderr
+    assert "largest term" in result.stderr
+
+
+def test_drmm_render_refuses_a_bad_count_before_making_any_directory(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "drmm_lightning.render", "ckpt_path=x.ckpt", "per_class=0"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "per_class=0 must be a whole number >= 1" in result.stderr
+    assert list(tmp_path.iterdir()) == []
