@@ -44,8 +44,9 @@ bench: $(STAMP) ## speed benchmarks: one training step (DRMM vs CNN) and the dat
 	$(BIN)/python scripts/bench_step.py $(ARGS)
 	$(BIN)/python scripts/bench_data.py $(ARGS)
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff: lint and format check (CI runs it before the tests)
 	$(BIN)/ruff check drmm_lightning scripts tests
+	$(BIN)/ruff format --check drmm_lightning scripts tests
 
 clean: ## remove caches and build files (keeps .venv and outputs/)
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
