@@ -66,14 +66,15 @@ def find_checkpoint(
         )
     if run_config is None:
         return found[0]
+    newest_differences = None
     for path in found:
-        saved = read_checkpoint(path).get("run_config") or {}
-        if not experiment_differences(saved, run_config):
+        differences = experiment_differences(
+            read_checkpoint(path).get("run_config") or {}, run_config
+        )
+        if not differences:
             return path
-    newest = found[0]
-    differences = experiment_differences(
-        read_checkpoint(newest).get("run_config") or {}, run_config
-    )
+        newest_differences = newest_differences or differences
+    newest, differences = found[0], newest_differences
     raise ValueError(
         f"ckpt_path=last: none of the {len(found)} last.ckpt under {root.resolve()} is of this "
         f"experiment; the newest, {newest}, differs in: {'; '.join(differences)}. Pass "

@@ -256,12 +256,9 @@ class DRMMDataModule(L.LightningDataModule):
             )
             for name in streams
         }
-        return ResumableLoader(
+        return self._loader(
             StreamBatches({name: datasets[name] for name in streams}),
-            sampler=StreamSampler(samplers),
-            batch_size=None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            StreamSampler(samplers),
             position=self._batches_trained,
         )
 
@@ -321,15 +318,23 @@ class DRMMDataModule(L.LightningDataModule):
             dataset, ShardedSampler(len(dataset), self.eval_batch_size, shuffle=False)
         )
 
-    def _loader(self, dataset: Dataset, sampler: ShardedSampler | StreamSampler) -> DataLoader:
-        """Whole batches are fetched by index tensors, so the loader itself does no batching."""
-        return DataLoader(
-            dataset,
-            sampler=sampler,
-            batch_size=None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+    def _loader(
+        self,
+        dataset: Dataset,
+        sampler: ShardedSampler | StreamSampler,
+        position: Callable[[], int] | None = None,
+    ) -> DataLoader:
+        """Whole batches are fetched by index tensors, so the loader itself does no batching.
+        Given `position` (the training loader), its place in the epoch travels in checkpoints."""
+        options = {
+            "sampler": sampler,
+            "batch_size": None,
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+        }
+        if position is None:
+            return DataLoader(dataset, **options)
+        return ResumableLoader(dataset, position=position, **options)
 
 
 class ResumableLoader(DataLoader):

@@ -59,11 +59,18 @@ def render_every_class(
 
 
 def class_render_errors(
-    model: DRMM, inference: Inference, images: Tensor, estep_steps: int = 0
+    model: DRMM,
+    inference: Inference,
+    images: Tensor,
+    estep_steps: int = 0,
+    pixel_std: Tensor | None = None,
 ) -> Tensor:
-    """||I - I_hat_c||^2 per pixel (input units) for every image and every class c, (B, C)."""
-    renders = render_every_class(model, inference, images, estep_steps)
-    return (images[:, None] - renders).pow(2).flatten(2).mean(2)
+    """||I - I_hat_c||^2 per pixel for every image and every class c, (B, C): in input units,
+    or in [0, 1] pixel units given the per-channel std the inputs were standardised with."""
+    diff = images[:, None] - render_every_class(model, inference, images, estep_steps)
+    if pixel_std is not None:
+        diff = diff * pixel_std.to(diff).view(1, 1, -1, 1, 1)
+    return diff.pow(2).flatten(2).mean(2)
 
 
 def render_argmin(

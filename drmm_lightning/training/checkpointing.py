@@ -94,3 +94,21 @@ class StopOnSignal(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
+
+
+def mark_unfinished_epoch(checkpoint: dict[str, Any]) -> None:
+    """A run stopped inside an epoch (max_steps, a signal) is saved by Lightning as if the epoch
+    had ended, so resuming it would start the next epoch and train nothing more of this one.
+    Record it as saved mid-epoch instead: resuming (or extending max_steps) then continues with
+    the epoch's next batch (the training loader's state says which)."""
+    loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    batches, epochs = loop.get("epoch_loop.batch_progress"), loop.get("epoch_progress")
+    if not batches or not epochs or batches.get("is_last_batch", True):
+        return
+    for counts in (epochs["total"], epochs["current"]):
+        ended = counts["ready"] == counts["started"] == counts["processed"] > 0
+        if not ended:  # saved mid-epoch already (processed = ready - 1)
+            return
+    for counts in (epochs["total"], epochs["current"]):
+        counts["processed"] = counts["completed"] = counts["ready"] - 1
+    checkpoint["epoch"] = epochs["current"]["ready"] - 1

@@ -19,6 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..models import build_model, cross_entropy, reconstruction_error
 from ..models.posterior import render_argmin
+from .checkpointing import mark_unfinished_epoch
 from .diagnostics import render_diagnostics
 from .objective import EGObjective
 
@@ -34,22 +35,9 @@ class DivergenceError(RuntimeError):
 DIVERGENCE = {"max_loss": 1.0e4, "growth": 1.0e3, "window": 50}
 
 
-def mark_unfinished_epoch(checkpoint: dict[str, Any]) -> None:
-    """A run stopped inside an epoch (max_steps, a signal) is saved by Lightning as if the epoch
-    had ended, so resuming it would start the next epoch and train nothing more of this one.
-    Record it as saved mid-epoch instead: resuming (or extending max_steps) then continues with
-    the epoch's next batch (the training loader's state says which)."""
-    loop = checkpoint.get("loops", {}).get("fit_loop", {})
-    batches, epochs = loop.get("epoch_loop.batch_progress"), loop.get("epoch_progress")
-    if not batches or not epochs or batches.get("is_last_batch", True):
-        return
-    for counts in (epochs["total"], epochs["current"]):
-        ended = counts["ready"] == counts["started"] == counts["processed"] > 0
-        if not ended:  # saved mid-epoch already (processed = ready - 1)
-            return
-    for counts in (epochs["total"], epochs["current"]):
-        counts["processed"] = counts["completed"] = counts["ready"] - 1
-    checkpoint["epoch"] = epochs["current"]["ready"] - 1
+def describe(terms: dict[str, Tensor]) -> str:
+    """'name=value, ...' of the loss terms, for the messages that stop a run."""
+    return ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
 
 
 class DRMMLitModule(L.LightningModule):
@@ -168,14 +156,9 @@ class DRMMLitModule(L.LightningModule):
         worst = max(terms, key=lambda k: abs(terms[k].item()), default="(weighted sum)")
         raise DivergenceError(
             f"Training diverged at global step {self.global_step} (epoch {self.current_epoch}): "
-            f"{reason}; largest term: {worst}. Terms: "
-            + ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
-            + ". Lower the learning rate or that term's weight (model.divergence=null: no guard)."
+            f"{reason}; largest term: {worst}. Terms: {describe(terms)}. Lower the learning "
+            "rate or that term's weight (model.divergence=null: no guard)."
         )
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "rng_state" in checkpoint:
-            torch.set_rng_state(checkpoint["rng_state"])
 
     def check_finite(self, loss: Tensor, terms: dict[str, Tensor]) -> None:
         """Stop at the first non-finite loss, naming the step and the offending terms."""
@@ -185,8 +168,7 @@ class DRMMLitModule(L.LightningModule):
         raise NonFiniteLossError(
             f"Non-finite loss {loss.item()} at global step {self.global_step} (epoch "
             f"{self.current_epoch}); non-finite term(s): {', '.join(bad)}. Terms: "
-            + ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
-            + ". Lower the learning rate or the weight of that term."
+            f"{describe(terms)}. Lower the learning rate or the weight of that term."
         )
 
     # ----- evaluation --------------------------------------------------------------------------
@@ -245,6 +227,11 @@ class DRMMLitModule(L.LightningModule):
         mark_unfinished_epoch(checkpoint)
         ids = {type(lg).__name__.removesuffix("Logger").lower(): lg.version for lg in self.loggers}
         checkpoint["logger_ids"] = {k: v for k, v in ids.items() if isinstance(v, str)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Continue the CPU random state the checkpoint saved."""
+        if "rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["rng_state"])
 
     # ----- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

@@ -58,7 +58,7 @@ from ..models import (
     nonneg_penalty,
     reconstruction_error,
 )
-from ..models.posterior import render_every_class
+from ..models.posterior import class_render_errors
 
 COST_MODES = ("both", "unsup", "sup")
 ESTEPS = ("hard", "soft")
@@ -210,11 +210,8 @@ class EGObjective:
             images = x[rows]
             if len(images) == 0:
                 continue
-            renders = render_every_class(model, inference.select(rows))
-            diff = images[:, None] - renders
-            if self.pixel_std is not None:
-                diff = diff * self.pixel_std.to(diff).view(1, 1, -1, 1, 1)
-            log_lik = -scale * diff.pow(2).flatten(2).mean(2)  # (n, C), log p(I | c, g) + const
+            errors = class_render_errors(model, inference.select(rows), images, 0, self.pixel_std)
+            log_lik = -scale * errors  # (n, C): log p(I | c, g) + const
             if w.render_ce > 0:
                 if stream == "labeled":
                     target = labels[rows]
