@@ -54,7 +54,11 @@ def make_dm(name: str = "mnist", channels: int = 1, **overrides) -> DRMMDataModu
 def trainer_stub(rank: int = 0, world_size: int = 1, training: bool = True) -> SimpleNamespace:
     """What the DataModule reads from a Lightning Trainer."""
     return SimpleNamespace(
-        global_rank=rank, local_rank=rank, world_size=world_size, training=training
+        global_rank=rank,
+        local_rank=rank,
+        world_size=world_size,
+        training=training,
+        strategy=SimpleNamespace(root_device=torch.device("cpu")),
     )
 
 

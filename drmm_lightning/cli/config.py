@@ -76,8 +76,14 @@ NUMBERS: dict[str, type] = {
     "objective.denoise_std": float,
     "objective.switch_dropout": float,
     "objective.posterior_batch": int,
+    "model.check_every": int,
 }
-CHOICES: dict[str, tuple[str, ...]] = {"test_ckpt": ("best", "last")}
+CHOICES: dict[str, tuple] = {
+    "test_ckpt": ("best", "last"),
+    "data.on_device": (True, False, "auto"),
+    "model.channels_last": (True, False),
+    "model.compile": (True, False),
+}
 
 
 def check_types(cfg: DictConfig) -> None:
@@ -94,4 +100,5 @@ def check_types(cfg: DictConfig) -> None:
     for key, valid in CHOICES.items():
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and value not in valid:
-            raise ValueError(f"{key}={value!r}; valid: {', '.join(valid)}.")
+            names = ", ".join(str(v).lower() if isinstance(v, bool) else v for v in valid)
+            raise ValueError(f"{key}={value!r}; valid: {names}.")

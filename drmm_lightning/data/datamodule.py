@@ -7,14 +7,15 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import lightning as L
+import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from drmm_lightning.data.datasets import check_name, load_dataset
 from drmm_lightning.data.images import ImageData, LabeledImages, StreamBatches, UnlabeledImages
+from drmm_lightning.data.loaders import DeviceLoader, ResumableLoader
 from drmm_lightning.data.root import resolve_data_root
 from drmm_lightning.data.samplers import ShardedSampler, StreamSampler
 from drmm_lightning.data.splits import (
@@ -57,6 +58,9 @@ class DRMMDataModule(L.LightningDataModule):
     - index_dir: the run directory; the split is saved there and read back on resume.
     - data: pre-built (train, test) images to serve instead of loading `name` (whose
       preprocessing defaults still apply), e.g. for tests.
+    - on_device: keep the images on the trainer's device and fetch every batch there
+      (loaders.DeviceLoader: the same batches as the DataLoader, without per-step copies or
+      workers); "auto": on an accelerator other than the CPU, when num_workers is 0.
     """
 
     def __init__(
@@ -83,8 +87,11 @@ class DRMMDataModule(L.LightningDataModule):
         index_dir: str | os.PathLike | None = None,
         download: bool = True,
         data: tuple[ImageData, ImageData] | None = None,
+        on_device: bool | str = "auto",
     ) -> None:
         super().__init__()
+        if on_device not in (True, False, "auto"):
+            raise ValueError(f"on_device must be true, false or auto, got {on_device!r}.")
         spec = check_name(name)
         if (name == "image_folder") != (path is not None):
             raise ValueError(
@@ -109,7 +116,7 @@ class DRMMDataModule(L.LightningDataModule):
         self.num_unlabeled = num_unlabeled
         self.batch_sizes = {"labeled": labeled_batch_size, "unlabeled": unlabeled_batch_size}
         self.eval_batch_size, self.epoch_size, self.seed = eval_batch_size, epoch_size, seed
-        self.num_workers, self.download = num_workers, download
+        self.num_workers, self.download, self.on_device = num_workers, download, on_device
         self.index_dir = None if index_dir is None else Path(index_dir)
         root_dir = resolve_data_root(root)
         self.location = root_dir if path is None else root_dir / Path(path).expanduser()
@@ -126,6 +133,7 @@ class DRMMDataModule(L.LightningDataModule):
         self._data = data
         self._split: Split | None = None
         self._record: dict | None = None
+        self._served: dict[tuple[int, str], ImageData] = {}  # device copies of the images
 
     def set_regime(self, regime: str) -> None:
         """Serve the streams of `regime` (sup, unsup or semi_sup) from the next train_dataloader on."""
@@ -232,13 +240,14 @@ class DRMMDataModule(L.LightningDataModule):
                 stacklevel=2,
             )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | DeviceLoader:
         """One dict per step of this rank's share of each stream; the defining stream sets the epoch."""
         rank, world = self._rank_and_world()
-        train, split, streams = self.train_data, self.split, REGIMES[self.regime]
+        train, split, streams = self._serve(self.train_data), self.split, REGIMES[self.regime]
+        device = train.images.device
         datasets = {
-            "labeled": LabeledImages(train, split.labeled),
-            "unlabeled": UnlabeledImages(train.images, split.unlabeled),
+            "labeled": LabeledImages(train, split.labeled.to(device)),
+            "unlabeled": UnlabeledImages(train.images, split.unlabeled.to(device)),
         }
         lead = "unlabeled" if "unlabeled" in streams else "labeled"
         epoch_images = self.epoch_size or len(datasets[lead])
@@ -262,15 +271,16 @@ class DRMMDataModule(L.LightningDataModule):
             position=self._batches_trained,
         )
 
-    def val_dataloader(self) -> DataLoader | list:
+    def val_dataloader(self) -> DataLoader | DeviceLoader | list:
         """The validation split carved out of the training set; none (an empty list) if val_size is 0."""
         if not self.val_size:
             return []
-        return self._eval_loader(LabeledImages(self.train_data, self.split.val))
+        train = self._serve(self.train_data)
+        return self._eval_loader(LabeledImages(train, self.split.val.to(train.images.device)))
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | DeviceLoader:
         """The whole official test split, in order, on every rank (so the error is exact)."""
-        return self._eval_loader(LabeledImages(self.test_data))
+        return self._eval_loader(LabeledImages(self._serve(self.test_data)))
 
     def on_after_batch_transfer(self, batch: dict | tuple, dataloader_idx: int) -> dict | tuple:
         """uint8 to float32 on the batch's device, normalised; training batches (dicts) are augmented."""
@@ -313,7 +323,28 @@ class DRMMDataModule(L.LightningDataModule):
                 )
         return {stream: self.batch_sizes[stream] // world for stream in REGIMES[self.regime]}
 
-    def _eval_loader(self, dataset: LabeledImages) -> DataLoader:
+    def _serving_device(self) -> torch.device | None:
+        """The device the batches are fetched on (on_device), or None for the DataLoader."""
+        if self.on_device is False:
+            return None
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
+        if self.on_device == "auto":
+            use = device is not None and device.type != "cpu" and self.num_workers == 0
+            return device if use else None
+        return device or torch.device("cpu")
+
+    def _serve(self, data: ImageData) -> ImageData:
+        """`data` on the serving device, moved there once (itself for the DataLoader)."""
+        device = self._serving_device()
+        if device is None or data.images.device == device:
+            return data
+        key = (id(data), str(device))
+        if key not in self._served:
+            images, labels = data.images.to(device), data.labels.to(device)
+            self._served[key] = ImageData(images, labels, data.class_names)
+        return self._served[key]
+
+    def _eval_loader(self, dataset: LabeledImages) -> DataLoader | DeviceLoader:
         return self._loader(
             dataset, ShardedSampler(len(dataset), self.eval_batch_size, shuffle=False)
         )
@@ -323,9 +354,12 @@ class DRMMDataModule(L.LightningDataModule):
         dataset: Dataset,
         sampler: ShardedSampler | StreamSampler,
         position: Callable[[], int] | None = None,
-    ) -> DataLoader:
+    ) -> DataLoader | DeviceLoader:
         """Whole batches are fetched by index tensors, so the loader itself does no batching.
         Given `position` (the training loader), its place in the epoch travels in checkpoints."""
+        device = self._serving_device()
+        if device is not None:
+            return DeviceLoader(dataset, sampler, device, position)
         options = {
             "sampler": sampler,
             "batch_size": None,
@@ -335,22 +369,6 @@ class DRMMDataModule(L.LightningDataModule):
         if position is None:
             return DataLoader(dataset, **options)
         return ResumableLoader(dataset, position=position, **options)
-
-
-class ResumableLoader(DataLoader):
-    """The training loader, with its place in the epoch in every checkpoint: Lightning saves the
-    state of loaders that have state_dict/load_state_dict and restores it before iterating, so a
-    run resumed mid-epoch trains on exactly the batches the uninterrupted run would have."""
-
-    def __init__(self, *args: Any, position: Callable[[], int], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.position = position
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.sampler.epoch, "batches": self.position()}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self.sampler.resume(state_dict["epoch"], state_dict["batches"])
 
 
 def _check_at_least(minimum: int, **values: int | None) -> None:

@@ -78,6 +78,21 @@ class Switches:
         return Switches(self.a[rows], t, self.size, self.scale)
 
 
+def unpool(z: Tensor, t: Tensor, size: tuple[int, int]) -> Tensor:
+    """Place each value at the position its max-pool switch t selected: the adjoint of 2x2
+    max-pooling given t (the numbers of F.max_unpool2d). Channels-last maps scatter along the
+    positions, so forward and backward keep the layout and dtype (max_unpool2d runs in float32
+    under autocast and returns its gradient channels-first, which slows what comes below)."""
+    if not (z.dim() == 4 and z.is_contiguous(memory_format=torch.channels_last)):
+        with torch.autocast(z.device.type, enabled=False):
+            return F.max_unpool2d(z, t, 2, output_size=size)
+    b, k, h, w = z.shape
+    values = z.permute(0, 2, 3, 1).reshape(b, h * w, k)
+    where = t.permute(0, 2, 3, 1).reshape(b, h * w, k)
+    out = values.new_zeros(b, size[0] * size[1], k).scatter(1, where, values)
+    return out.view(b, size[0], size[1], k).permute(0, 3, 1, 2)
+
+
 class RenderingLayer(nn.Module):
     """A convolutional rendering layer Lambda^(l) of the DRMM (Section 3.2)."""
 
@@ -237,9 +252,12 @@ class RenderingLayer(nn.Module):
         adjoint); the normalized render path leaves it out and normalises on its own instead.
         """
         pool = self.spec.pool
-        mask = switches.a if leak == 0 else switches.a + leak * ~switches.a
+        # in z's dtype: a float32 mask would lift a bf16 rendering back to float32
+        mask = switches.a.to(z.dtype)
+        if leak:
+            mask = mask + leak * (1 - mask)
         if pool == "max":
-            z = F.max_unpool2d(z * mask, switches.t, 2, output_size=switches.size)
+            z = unpool(z * mask, switches.t, switches.size)
         elif pool == "mean":
             h, w = switches.size
             z = z.expand(-1, -1, h, w) * mask / (h * w)  # adjoint of the global mean

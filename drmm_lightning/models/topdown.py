@@ -32,8 +32,9 @@ class ChannelRMSNorm(nn.Module):
                 self.running_ms.lerp_(ms.detach().to(self.running_ms), self.momentum)
         else:
             ms = self.running_ms
-        out = z * (self.weight * torch.rsqrt(ms + self.eps)).view(1, -1, 1, 1)
-        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
+        # the gain in z's dtype, so a bf16 rendering stays bf16 under autocast
+        out = z * (self.weight * torch.rsqrt(ms + self.eps)).to(z.dtype).view(1, -1, 1, 1)
+        return out if self.bias is None else out + self.bias.to(z.dtype).view(1, -1, 1, 1)
 
 
 def top_down_norms(path: str, channels: list[int]) -> nn.ModuleList | None:

@@ -8,7 +8,9 @@ on both streams and takes the G-step on the EG objective (training/objective.py)
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -24,6 +26,11 @@ from .diagnostics import render_diagnostics
 from .objective import EGObjective
 
 
+def to_channels_last(images: Tensor) -> Tensor:
+    """A batch of images in channels-last memory (what a channels-last model computes fastest)."""
+    return images.contiguous(memory_format=torch.channels_last)
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the message names the step and the term."""
 
@@ -35,9 +42,19 @@ class DivergenceError(RuntimeError):
 DIVERGENCE = {"max_loss": 1.0e4, "growth": 1.0e3, "window": 50}
 
 
-def describe(terms: dict[str, Tensor]) -> str:
+def describe(terms: dict[str, float]) -> str:
     """'name=value, ...' of the loss terms, for the messages that stop a run."""
-    return ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+    return ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
+
+
+@dataclass
+class Watched:
+    """One training step's loss and terms, kept on the device until the next check."""
+
+    step: int
+    epoch: int
+    names: tuple[str, ...]
+    values: Tensor  # (1 + len(names),): the loss, then each term
 
 
 class DRMMLitModule(L.LightningModule):
@@ -58,20 +75,32 @@ class DRMMLitModule(L.LightningModule):
         diagnostics_every: int = 50,
         render_argmin: bool = True,
         divergence: dict[str, float] | None = DIVERGENCE,
+        check_every: int = 10,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         """pixel_std: the per-channel std the data standardised its inputs with (None: inputs
         in [0, 1]); reconstruction errors are logged in [0, 1] pixel units with it.
         diagnostics_every: log the render diagnostics (render/*) every N training steps (0: off).
         render_argmin: in validation and test, also classify by rendering every class.
         divergence: stop when |loss| exceeds max_loss, or when its mean over a window of steps
-        exceeds `growth` times the smallest window mean so far (None: no guard)."""
+        exceeds `growth` times the smallest window mean so far (None: no guard).
+        check_every: run those checks and the non-finite check every N steps, on the losses of
+        each step (one host synchronisation per N steps; the error names the first bad step).
+        channels_last: weights and images in channels-last memory (faster convolutions on CPU).
+        compile: torch.compile the EG objective's computation (first steps slower)."""
         super().__init__()
+        if check_every < 1:
+            raise ValueError(f"check_every must be >= 1, got {check_every}.")
         self.save_hyperparameters(logger=False)
         self.net = build_model(arch, in_channels, num_classes, image_size, **(arch_kwargs or {}))
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
         std = None if pixel_std is None else tuple(float(v) for v in pixel_std)
         self.objective = EGObjective.from_config(objective, pixel_std=std)
         self.pixel_std = None if std is None else torch.tensor(std)
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        # validate_args would synchronise with the device every step
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
@@ -85,6 +114,9 @@ class DRMMLitModule(L.LightningModule):
         self.run_config: dict[str, Any] | None = None
         self._window: list[float] = []
         self._best_window = float("inf")
+        self._watched: list[Watched] = []
+        objective = self.objective.__call__
+        self._step = torch.compile(objective) if compile else objective
 
     def forward(self, x: Tensor) -> Tensor:
         """Class logits (the bottom-up E-step)."""
@@ -94,9 +126,11 @@ class DRMMLitModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """EG step: E-step on the labeled and unlabeled images, G-step on the weighted terms."""
         labeled, unlabeled = batch.get("labeled"), batch.get("unlabeled")
-        out = self.objective(self.net, labeled, unlabeled)
-        self.check_finite(out.loss, out.terms)
-        self.check_divergence(out.loss, out.terms)
+        if self.hparams.channels_last:
+            labeled = None if labeled is None else (to_channels_last(labeled[0]), labeled[1])
+            unlabeled = None if unlabeled is None else to_channels_last(unlabeled)
+        out = self._step(self.net, labeled, unlabeled)
+        self.watch(out.loss, out.terms)
         n = out.num_labeled + (0 if unlabeled is None else len(unlabeled))
         logged = {f"train/{name}": value for name, value in out.terms.items()}
         logged["train/sigma2"] = self.net.log_sigma2.detach().exp()
@@ -130,13 +164,39 @@ class DRMMLitModule(L.LightningModule):
             )
         return out.loss
 
-    def check_divergence(self, loss: Tensor, terms: dict[str, Tensor]) -> None:
+    def watch(self, loss: Tensor, terms: dict[str, Tensor]) -> None:
+        """Keep this step's loss and terms on the device; check them every `check_every` steps
+        (and before any checkpoint is written, so none holds an unchecked step)."""
+        values = torch.stack([loss.detach().float(), *(v.float() for v in terms.values())])
+        watched = Watched(self.global_step, self.current_epoch, tuple(terms), values)
+        self._watched.append(watched)
+        if len(self._watched) >= self.hparams.check_every:
+            self.run_checks()
+
+    def run_checks(self) -> None:
+        """The non-finite and divergence checks over the watched steps, in order: one copy to
+        the host for all of them."""
+        watched, self._watched = self._watched, []
+        if not watched:
+            return
+        host = torch.cat([w.values for w in watched]).cpu().tolist()
+        offset = 0
+        for w in watched:
+            loss, *values = host[offset : offset + 1 + len(w.names)]
+            offset += 1 + len(w.names)
+            terms = dict(zip(w.names, values))
+            self.check_finite(loss, terms, w.step, w.epoch)
+            self.check_divergence(loss, terms, w.step, w.epoch)
+
+    def check_divergence(
+        self, loss: float, terms: dict[str, float], step: int = 0, epoch: int = 0
+    ) -> None:
         """Stop a run whose loss explodes without becoming NaN (e.g. a learning rate far too
         high), naming the step and the largest term (see `divergence`)."""
         guard = self.hparams.divergence
         if not guard:
             return
-        value = abs(loss.item())
+        value = abs(loss)
         self._window.append(value)
         reason = None
         if value > guard["max_loss"]:
@@ -153,29 +213,39 @@ class DRMMLitModule(L.LightningModule):
             self._best_window = min(self._best_window, mean)
         if reason is None:
             return
-        worst = max(terms, key=lambda k: abs(terms[k].item()), default="(weighted sum)")
+        worst = max(terms, key=lambda k: abs(terms[k]), default="(weighted sum)")
         raise DivergenceError(
-            f"Training diverged at global step {self.global_step} (epoch {self.current_epoch}): "
-            f"{reason}; largest term: {worst}. Terms: {describe(terms)}. Lower the learning "
-            "rate or that term's weight (model.divergence=null: no guard)."
+            f"Training diverged at global step {step} (epoch {epoch}): {reason}; largest term: "
+            f"{worst}. Terms: {describe(terms)}. Lower the learning rate or that term's weight "
+            "(model.divergence=null: no guard)."
         )
 
-    def check_finite(self, loss: Tensor, terms: dict[str, Tensor]) -> None:
+    def check_finite(
+        self, loss: float, terms: dict[str, float], step: int = 0, epoch: int = 0
+    ) -> None:
         """Stop at the first non-finite loss, naming the step and the offending terms."""
-        if torch.isfinite(loss):
+        if math.isfinite(loss):
             return
-        bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["(weighted sum)"]
+        bad = [k for k, v in terms.items() if not math.isfinite(v)] or ["(weighted sum)"]
         raise NonFiniteLossError(
-            f"Non-finite loss {loss.item()} at global step {self.global_step} (epoch "
-            f"{self.current_epoch}); non-finite term(s): {', '.join(bad)}. Terms: "
-            f"{describe(terms)}. Lower the learning rate or the weight of that term."
+            f"Non-finite loss {loss} at global step {step} (epoch {epoch}); non-finite term(s): "
+            f"{', '.join(bad)}. Terms: {describe(terms)}. Lower the learning rate or the weight "
+            "of that term."
         )
+
+    def on_train_epoch_end(self) -> None:
+        self.run_checks()
+
+    def on_train_end(self) -> None:
+        self.run_checks()
 
     # ----- evaluation --------------------------------------------------------------------------
     def evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         """Log the loss, the reconstruction error (rendered from the inferred class, in [0, 1]
         pixel units) and, if asked, render-argmin accuracy; returns the logits."""
         x, y = batch
+        if self.hparams.channels_last:
+            x = to_channels_last(x)
         n = len(y)
         inference = self.net.infer(x)
         rendered = self.net.render(inference).image
@@ -222,6 +292,7 @@ class DRMMLitModule(L.LightningModule):
         """Keep the run config, the experiment loggers' run ids and the CPU random state, so a
         resume continues them and draws what the uninterrupted run would (noise of denoise_std,
         switch dropout, augmentation); mark an epoch that a stop cut short as unfinished."""
+        self.run_checks()
         checkpoint["run_config"] = self.run_config
         checkpoint["rng_state"] = torch.get_rng_state()
         mark_unfinished_epoch(checkpoint)

@@ -266,8 +266,10 @@ class EGObjective:
             seen = inference.select(part)
             rendering = model.reconstruct(seen, classes)  # top-down E-step
             terms["reconstruction"] = reconstruction_error(x[part], rendering.image, self.pixel_std)
-            terms["nonneg"] = nonneg_penalty(rendering.templates)
-            loss = loss + w.reconstruction * terms["reconstruction"] + w.nonneg * terms["nonneg"]
+            loss = loss + w.reconstruction * terms["reconstruction"]
+            if w.nonneg > 0:  # a zero weight would still pay its backward over every z^(l)
+                terms["nonneg"] = nonneg_penalty(rendering.templates)
+                loss = loss + w.nonneg * terms["nonneg"]
             if w.layer_reconstruction > 0 and seen.hidden is not None:
                 terms["layer_reconstruction"] = layer_reconstruction_error(
                     rendering.templates, seen.hidden
