@@ -7,11 +7,12 @@ BIN := $(VENV)/bin
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 ARGS ?=
+OUT ?= outputs/gpu_check/$(shell date +%Y%m%d-%H%M%S)
 TABLE ?= 1
 export DRMM_DATA_DIR ?= $(abspath ../shared/data)
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast table ablation bench lint clean
+.PHONY: help install train test test-fast table ablation bench bench-epoch gpu-check lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -40,9 +41,16 @@ table: $(STAMP) ## reproduce a paper table on this machine: TABLE=1|3|4|5, ARGS=
 ablation: $(STAMP) ## the render-path ablation (docs/results.md), every row x seeds 1-3; ARGS="only=... seeds=..."
 	$(BIN)/python scripts/ablation.py $(ARGS)
 
-bench: $(STAMP) ## speed benchmarks: one training step (DRMM vs CNN) and the data pipeline
+bench: $(STAMP) ## speed: the EG and CNN steps at every setting (JSON + table in outputs/bench), the data pipeline
 	$(BIN)/python scripts/bench_step.py $(ARGS)
-	$(BIN)/python scripts/bench_data.py $(ARGS)
+	$(BIN)/python scripts/bench_data.py
+
+bench-epoch: $(STAMP) ## one epoch of the default experiment, fp32 and bf16 + channels-last, timed (~9 min on CPU)
+	$(BIN)/python scripts/bench_epoch.py --name fp32 $(ARGS)
+	$(BIN)/python scripts/bench_epoch.py --name bf16+cl trainer.precision=bf16-mixed model.channels_last=true $(ARGS)
+
+gpu-check: $(STAMP) ## on a GPU machine: benchmarks, 3-epoch trainer=gpu run, ddp smoke run (scripts/gpu_check.sh)
+	PY=$(BIN)/python OUT=$(OUT) bash scripts/gpu_check.sh
 
 lint: $(STAMP) ## ruff: lint and format check (CI runs it before the tests)
 	$(BIN)/ruff check drmm_lightning scripts tests

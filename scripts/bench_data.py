@@ -55,7 +55,10 @@ def main() -> None:
         f"data pipeline, MNIST semi_sup, {steps} steps of 100 labeled + 100 unlabeled images, "
         f"device {args.device}, num_workers {args.num_workers}:"
     )
-    print(f"  {rate:,.0f} images/s ({rate / 200:,.0f} steps/s)")
+    print(f"  DataLoader: {rate:,.0f} images/s ({rate / 200:,.0f} steps/s)")
+    resident = DRMMDataModule("mnist", num_labeled=100, download=False, on_device=True)
+    resident_rate = data_images_per_second(resident, "cpu")
+    print(f"  DeviceLoader (data.on_device=true, on the CPU): {resident_rate:,.0f} images/s")
     model_rate = drmm5_images_per_second(dm, torch.device(args.device))
     print(f"  drmm5 EG training step on the same batches: {model_rate:,.0f} images/s")
     print(f"  data is {rate / model_rate:,.0f}x faster than the model step (target >= 20x)")

@@ -8,7 +8,9 @@ last memory (cl), bf16 autocast, both, and with --compile the compiled objective
 from torch.utils.flop_counter, so GFLOP/s says how close each step is to the matmul rates
 measured in the same run. Writes a JSON and a markdown table (docs/benchmarks.md).
 
-    python scripts/bench_step.py [--steps 20] [--compile] [--device cpu] [--out outputs/bench]
+    python scripts/bench_step.py [--steps 20] [--compile] [--settings fp32,bf16+cl]
+        [--profile bf16+cl] [--device cpu]
+        [--out outputs/bench] [override ...]
 """
 
 from __future__ import annotations
@@ -126,6 +128,18 @@ def make_steps(
     return {"eg": eg, "cnn": ce}
 
 
+def top_ops(step: Callable[[], object], steps: int = 5, rows: int = 15) -> str:
+    """torch.profiler's table of the operators taking the most time over `steps` calls."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(steps):
+            step()
+    averages = prof.key_averages(group_by_input_shape=True)
+    return averages.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=40)
+
+
 def step_flops(step: Callable[[], object]) -> int:
     """FLOPs of one call (forward and backward), counted by torch.utils.flop_counter."""
     with FlopCounterMode(display=False) as counter:
@@ -155,8 +169,8 @@ def table(result: dict) -> str:
     s = result["summary"]
     rows += [
         "",
-        f"Best EG step: **{s['best_eg']}**, {s['best_eg_ms']:.1f} ms: {s['speedup']:.2f}x faster "
-        f"than the default fp32 step; FLOP floor (FLOP ratio x best CNN step, {s['best_cnn']}) "
+        f"Best EG step: **{s['best_eg']}**, {s['best_eg_ms']:.1f} ms: {s['speedup'] or 0:.2f}x "
+        f"faster than the default fp32 step; FLOP floor (FLOP ratio x best CNN step, {s['best_cnn']}) "
         f"{s['floor_ms']:.1f} ms, so the best EG step is {s['over_floor']:.2f}x its floor. "
         f"Peak memory: {result['peak_memory_mb']:.0f} MB ({result['peak_memory_kind']}).",
     ]
@@ -169,6 +183,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batch", type=int, default=100, help="labeled and unlabeled batch size")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--profile", help="a setting whose EG step's top operators to print")
+    parser.add_argument("--settings", help="comma-separated settings to time (default: all)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default="outputs/bench", help="folder for the JSON and table")
     parser.add_argument("overrides", nargs="*", help="config overrides for the default experiment")
@@ -177,6 +193,8 @@ def main() -> None:
     device = torch.device(args.device)
     module = default_module(args.overrides)
     settings = {**SETTINGS, **(COMPILED if args.compile else {})}
+    if args.settings:
+        settings = {k: v for k, v in settings.items() if k in args.settings.split(",")}
     flops = {k: step_flops(v) for k, v in make_steps(module, SETTINGS["fp32"], device, 4).items()}
     flops = {k: v * args.batch / 4 for k, v in flops.items()}  # linear in the batch size
     results = {}
@@ -211,7 +229,9 @@ def main() -> None:
             "best_eg": best_eg,
             "best_eg_ms": results[best_eg]["eg_ms"],
             "best_cnn": best_cnn,
-            "speedup": results["fp32"]["eg_ms"] / results[best_eg]["eg_ms"],
+            "speedup": results["fp32"]["eg_ms"] / results[best_eg]["eg_ms"]
+            if "fp32" in results
+            else None,
             "floor_ms": floor,
             "over_floor": results[best_eg]["eg_ms"] / floor,
         },
@@ -222,6 +242,10 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"step_{device.type}.json").write_text(json.dumps(result, indent=2) + "\n")
+    if args.profile:
+        profiled = top_ops(make_steps(module, settings[args.profile], device, args.batch)["eg"])
+        (out / f"profile_{args.profile}.txt").write_text(profiled + "\n")
+        print(profiled)
     markdown = table(result)
     (out / f"step_{device.type}.md").write_text(markdown + "\n")
     print(markdown)
