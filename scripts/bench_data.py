@@ -1,6 +1,6 @@
 """Data pipeline speed: one epoch of two-stream MNIST batches through the DataModule, no model attached.
 
-Usage: DRMM_DATA_DIR=../shared/data python scripts/bench_data.py [--device cuda] [--num-workers 0]
+Usage: DRMM_DATA_DIR=<data root> python scripts/bench_data.py [--device cuda] [--num-workers 0]
 """
 
 from __future__ import annotations

@@ -15,9 +15,11 @@ import torch
 from omegaconf import OmegaConf
 
 from drmm_lightning.cli.config import GROUPS, check_overrides, options
+from drmm_lightning.cli.eval import evaluate
+from drmm_lightning.cli.train import train
 from drmm_lightning.training import DRMMLitModule
 
-from .conftest import make_config, run_cli
+from .conftest import make_config, run_cli, tiny_config
 
 NEEDS_GPU = {("trainer", "gpu"), ("trainer", "ddp")}
 CHOICES = [(group, option) for group in GROUPS for option in options(group)]
@@ -61,9 +63,12 @@ def test_option_composes_and_instantiates(group: str, option: str, tmp_path: Pat
         hydra.utils.instantiate(cfg.trainer)
 
 
-def test_eval_config_composes(tmp_path: Path) -> None:
-    cfg = make_config(tmp_path / "run", "ckpt_path=x.ckpt", name="eval")
-    assert cfg.ckpt_path == "x.ckpt" and cfg.data == {}
+def test_eval_config_composes_and_names_a_missing_checkpoint(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path / "run", f"ckpt_path={tmp_path / 'x.ckpt'}", name="eval")
+    assert cfg.data == {}  # the checkpoint's own data config is used
+    hydra.utils.instantiate(cfg.trainer)
+    with pytest.raises((FileNotFoundError, ValueError), match="x.ckpt"):
+        evaluate(cfg)
 
 
 @pytest.mark.parametrize(
@@ -143,3 +148,9 @@ def test_wheel_ships_the_configs(tmp_path: Path) -> None:
         assert f"drmm_lightning/conf/{group}.yaml" in names
     presets = [n for n in names if n.startswith("drmm_lightning/conf/experiment/paper/")]
     assert len(presets) == len(list((root / "conf" / "experiment" / "paper").glob("*.yaml")))
+
+
+def test_negative_objective_weight_is_refused_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'kl' must be >= 0"):
+        train(tiny_config(tmp_path / "run", "objective.weights.kl=-0.5"))
+    assert not (tmp_path / "run" / "labeled_indices.json").exists()

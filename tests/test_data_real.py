@@ -27,6 +27,7 @@ def test_mnist_builds_for_every_paper_label_count(num_labeled: int) -> None:
     )
 
 
+@pytest.mark.slow  # decoding 60000 JPEGs the first time (cached afterwards)
 def test_cifar10_jpeg_folder_loads_as_50000_plus_10000_images() -> None:
     require("cifar10-jpeg/train")
     dm = DRMMDataModule("image_folder", path="cifar10-jpeg", num_labeled=4000, download=False)

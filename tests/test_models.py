@@ -122,7 +122,14 @@ def test_training_mode_normalisation_matches_batchnorm() -> None:
 def test_plain_cnn_shares_weights() -> None:
     model = random_model("drfm2", 1, 28)
     x = torch.randn(2, 1, 28, 28, dtype=torch.double)
-    torch.testing.assert_close(plain_cnn(model)(x), model(x))
+    cnn = plain_cnn(model)
+    torch.testing.assert_close(cnn(x), model(x))
+    with torch.no_grad():  # shared, not copied: a change to the DRMM's weights shows in the CNN
+        model.layers[0].conv.weight.mul_(2.0)
+        model.classifier.bias.add_(1.0)
+    torch.testing.assert_close(cnn(x), model(x))
+    drmm_params = {p.data_ptr() for p in model.parameters()}
+    assert all(p.data_ptr() in drmm_params for p in cnn.parameters())
 
 
 def test_render_gain_scales_image() -> None:

@@ -151,6 +151,15 @@ def test_nan_is_caught_naming_its_step_when_checked_every_n_steps(tmp_path) -> N
     assert poison.checked_at == 9  # the check of steps 5-9 found it: one host sync per 5 steps
 
 
+def test_nan_loss_stops_at_once_with_check_every_1() -> None:
+    module = DRMMLitModule(arch="drmm2", check_every=1)
+    x = torch.rand(4, 1, 28, 28)
+    x[0, 0, 0, 0] = float("nan")
+    batch = {"labeled": (x, torch.tensor([0, 1, 2, 3])), "unlabeled": torch.rand(4, 1, 28, 28)}
+    with pytest.raises(NonFiniteLossError, match=r"global step 0.*cross_entropy"):
+        module.training_step(batch, 0)
+
+
 def test_check_every_must_be_positive() -> None:
     with pytest.raises(ValueError, match="check_every must be >= 1"):
         DRMMLitModule(arch="drmm2", check_every=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from drmm_lightning.cli.checkpoints import read_checkpoint
 from drmm_lightning.cli.config import options
 from drmm_lightning.cli.eval import evaluate
 from drmm_lightning.cli.train import train
-from drmm_lightning.training import DRMMLitModule, NonFiniteLossError
+from drmm_lightning.training import DRMMLitModule
 
 from .conftest import TINY, make_config, require_data, run_cli, tiny_config
 
@@ -27,9 +28,12 @@ def last_checkpoint(run: Path) -> dict:
 @pytest.mark.parametrize("model", ["rfm", "drfm2", "drmm2", "drmm5", "drmm5_nrm", "drmm9"])
 def test_every_model_trains_semi_supervised(model: str, tmp_path: Path, mnist: Path) -> None:
     metrics = train(tiny_config(tmp_path / "run", f"model={model}"))
-    assert 0.0 <= metrics["test/acc"] <= 1.0
     assert math.isfinite(metrics["train/loss"]) and "train/reconstruction" in metrics
-    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert math.isfinite(metrics["test/reconstruction"]) and metrics["test/reconstruction"] > 0
+    # the test error is the test accuracy's complement, measured on the test batches served
+    assert metrics["test/error"] == pytest.approx(100 * (1 - metrics["test/acc"]), abs=1e-3)
+    saved = last_checkpoint(tmp_path / "run")
+    assert saved["global_step"] == 3 and saved["hyper_parameters"]["arch"] == model
 
 
 @pytest.mark.parametrize("objective", ["drmm", "dcn", "entropy_only"])
@@ -42,10 +46,23 @@ def test_objectives_log_their_terms(objective: str, tmp_path: Path, mnist: Path)
 
 
 def test_sup_regime_sees_only_labeled_images(tmp_path: Path, mnist: Path) -> None:
-    metrics = train(
-        tiny_config(tmp_path / "run", "model=drmm2", "regime=sup", "data.epoch_size=60")
-    )
-    assert "train/acc" in metrics and "test/acc" in metrics
+    seen: list[dict] = []
+    original = DRMMLitModule.training_step
+
+    def record(self, batch, batch_idx):
+        seen.append(batch)
+        return original(self, batch, batch_idx)
+
+    DRMMLitModule.training_step = record
+    try:
+        metrics = train(
+            tiny_config(tmp_path / "run", "model=drmm2", "regime=sup", "data.epoch_size=60")
+        )
+    finally:
+        DRMMLitModule.training_step = original
+    assert seen and all(set(batch) == {"labeled"} for batch in seen)
+    labeled = json.loads((tmp_path / "run" / "labeled_indices.json").read_text())["labeled"]
+    assert len(labeled) == 100 and "train/acc" in metrics
 
 
 def test_unsup_pretraining_runs_two_phases(tmp_path: Path, mnist: Path) -> None:
@@ -135,21 +152,6 @@ def test_resume_from_another_architecture_is_refused(tmp_path: Path, mnist: Path
     assert not (tmp_path / "b" / "labeled_indices.json").exists()
 
 
-def test_negative_objective_weight_is_refused_before_any_work(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="'kl' must be >= 0"):
-        train(tiny_config(tmp_path / "run", "objective.weights.kl=-0.5"))
-    assert not (tmp_path / "run" / "labeled_indices.json").exists()
-
-
-def test_nan_loss_stops_naming_step_and_term() -> None:
-    module = DRMMLitModule(arch="drmm2")
-    x = torch.rand(4, 1, 28, 28)
-    x[0, 0, 0, 0] = float("nan")
-    batch = {"labeled": (x, torch.tensor([0, 1, 2, 3])), "unlabeled": torch.rand(4, 1, 28, 28)}
-    with pytest.raises(NonFiniteLossError, match=r"global step 0.*cross_entropy"):
-        module.training_step(batch, 0)
-
-
 def test_ddp_cpu_two_processes_from_the_cli(tmp_path: Path, mnist: Path) -> None:
     result = run_cli("train", "trainer=ddp_cpu", "model=drmm2", *TINY, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -163,8 +165,14 @@ def test_ddp_cpu_two_processes_from_the_cli(tmp_path: Path, mnist: Path) -> None
 
 @pytest.mark.parametrize("data", ["mnist", "cifar10"])
 def test_every_experiment_preset_runs_one_batch(data: str, tmp_path: Path, mnist: Path) -> None:
-    """All presets in one multirun with fast_dev_run; CIFAR-10 ones on the JPEG copy."""
-    presets = [p for p in options("experiment") if ("cifar10" in p) == (data == "cifar10")]
+    """The presets in one multirun with fast_dev_run, one paper leaf per base (the leaves differ
+    only in N_L, and every leaf composes in test_configs.py); CIFAR-10 ones on the JPEG copy."""
+    presets, bases = [], set()
+    for preset in options("experiment"):
+        base = re.sub(r"_\d+$", "", preset)
+        if ("cifar10" in preset) == (data == "cifar10") and base not in bases:
+            bases.add(base)
+            presets.append(preset)
     extra = ["data=image_folder", "data.path=cifar10-jpeg"] if data == "cifar10" else []
     if extra:
         require_data("cifar10-jpeg/train")

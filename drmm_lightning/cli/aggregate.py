@@ -101,7 +101,7 @@ def table_markdown(table_id: str, runs: dict[tuple[str, str], list[dict[str, Any
     return "\n".join(lines)
 
 
-# Reconstruction references on the MNIST test set, pixels in [0, 1] (shared/reference notes).
+# Reconstruction references on the MNIST test set, pixels in [0, 1] (docs/results.md).
 REFERENCES = {"blank image": 0.112, "uniform grey": 0.095, "mean image": 0.067, "class mean": 0.053}
 RENDER_ARGMIN = "test/render_argmin_acc"
 

@@ -29,11 +29,11 @@ CONV_SMALL: Layers = [
 # Conv-Small with the head of the authors' later NRM code (DGM/mnist/lenet_ld_opt.py): the
 # 10-channel 1x1 layer is dropped and the class templates live on the 128 mean-pooled channels.
 # Not in the paper; offered because the 10-channel ReLU bottleneck starves the templates with
-# few labels (see docs and shared/reference/prototype-findings.md).
+# few labels (docs/results.md, "Table 1 at N_L = 100").
 CONV_SMALL_NRM: Layers = [*CONV_SMALL[:3], (128, 3, "valid", "mean")]
 
 # Conv-Large, the paper's 9-layer DRMM for CIFAR-10, as read from the authors' TF port harness
-# (reference notes 4c): first conv 'same' so a 32x32 input ends in the 6x6 map of the harness.
+# (drmm-tensorflow): first conv 'same' so a 32x32 input ends in the 6x6 map of the harness.
 CONV_LARGE: Layers = [
     (96, 3, "same", "none"),
     (96, 3, "full", "none"),

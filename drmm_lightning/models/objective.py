@@ -63,7 +63,7 @@ def kl_term(logits: Tensor, prior: Tensor | None = None) -> Tensor:
 
     With the uniform prior this is mean entropy - log C. The authors add it to the loss with a
     positive weight (drmm-tensorflow model.py BuildCost), so minimising the loss sharpens each
-    posterior: entropy minimisation, not the ELBO's KL (see the reference notes' sign warning).
+    posterior: entropy minimisation, not the ELBO's KL (whose sign would flatten posteriors).
     """
     log_q = F.log_softmax(logits, dim=1)
     kl = (log_q.exp() * (log_q - _log_prior(logits, prior))).sum(dim=1)

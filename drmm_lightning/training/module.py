@@ -1,4 +1,5 @@
-"""DRMMLitModule: a DRMM-family model trained by the EG algorithm, one training step per regime.
+"""DRMMLitModule: a DRMM-family model trained by the EG algorithm; one training step serves
+every regime.
 
 A training batch is a dict with a "labeled" (images, labels) entry, an "unlabeled" images entry,
 or both (sup, unsupervised pre-training and semi-supervised regimes). The step runs the E-step
