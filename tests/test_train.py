@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import re
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from drmm_lightning.cli.checkpoints import read_checkpoint
 from drmm_lightning.cli.config import options
@@ -185,3 +187,36 @@ def test_every_experiment_preset_runs_one_batch(data: str, tmp_path: Path, mnist
     result = run_cli("train", "-m", *overrides, *tiny, *extra, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("[drmm] test/error") == len(presets)
+
+
+def optuna_sweep(tmp_path: Path, *overrides: str):
+    if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
+        pytest.skip("the optuna extra is not installed (pip install drmm-lightning[optuna])")
+    tiny = [o for o in TINY if not o.startswith("data.val_size")]
+    return run_cli(
+        "train",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "model=drmm2",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        *tiny,
+        *overrides,
+        cwd=tmp_path,
+    )
+
+
+def test_optuna_sweep_without_validation_split_is_refused_before_any_trial(
+    tmp_path: Path, mnist: Path
+) -> None:
+    result = optuna_sweep(tmp_path, "data.val_size=0")
+    assert result.returncode != 0
+    assert "optimized_metric=val/acc_best needs a validation split" in result.stderr
+    assert "Epoch" not in result.stderr + result.stdout  # no trial trained
+
+
+def test_two_trial_optuna_sweep_returns_a_number(tmp_path: Path, mnist: Path) -> None:
+    result = optuna_sweep(tmp_path, "data.val_size=100")
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert isinstance(found["best_value"], float) and 0.0 <= found["best_value"] <= 1.0
+    assert set(found["best_params"]) >= {"model.optimizer.lr", "objective.weights.kl"}

@@ -16,6 +16,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
@@ -81,10 +82,31 @@ def validate(cfg: DictConfig) -> None:
     if cfg.regime.pretrain_epochs < 0 or cfg.trainer.max_epochs < 0:
         raise ValueError("regime.pretrain_epochs and trainer.max_epochs must be >= 0.")
     EGObjective.from_config(OmegaConf.to_container(cfg.objective, resolve=True))
+    check_sweep_metric(cfg)
     path = (cfg.model.get("arch_kwargs") or {}).get("render_path", "adjoint")
     if path not in RENDER_PATHS:
         raise ValueError(
             f"Unknown model.arch_kwargs.render_path {path!r}; valid: {', '.join(RENDER_PATHS)}."
+        )
+
+
+def sweeper_optimizes() -> bool:
+    """Whether this run is a trial of a sweeper that optimises what `train` returns (Optuna)."""
+    if not HydraConfig.initialized():
+        return False
+    target = OmegaConf.select(HydraConfig.get(), "sweeper._target_", default="") or ""
+    return "optuna" in target.lower()
+
+
+def check_sweep_metric(cfg: DictConfig) -> None:
+    """Refuse, before the first trial trains, a sweep whose optimised metric cannot be logged:
+    val/* metrics need a validation split (the paper presets hold none out)."""
+    metric = cfg.get("optimized_metric") or ""
+    if sweeper_optimizes() and metric.startswith("val/") and not cfg.data.get("val_size"):
+        raise ValueError(
+            f"optimized_metric={metric} needs a validation split, but data.val_size is 0 (the "
+            "paper presets hold none out), so every trial would return nothing to the sweeper. "
+            "Set data.val_size (e.g. 1000) or optimize a metric that is logged."
         )
 
 
