@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from drmm_lightning.cli.aggregate import collect, table_markdown
-from drmm_lightning.cli.config import options
-from drmm_lightning.cli.tables import TABLES, all_presets
+from drmm_lightning.cli.config import CONF_DIR, options
+from drmm_lightning.cli.tables import TABLES, all_presets, preset_files
 
 from .conftest import make_config
 
@@ -113,3 +113,11 @@ def test_learning_curve_plot(tmp_path: Path) -> None:
     assert path.stat().st_size > 1000
     run = groups[next(iter(groups))][0]  # errors 90, 0.89, 0.45 at epochs 0, 1/6, 1/3
     assert epochs_to(run, 1.0) == pytest.approx(1 / 6) and epochs_to(run, 0.1) is None
+
+
+def test_paper_presets_are_what_the_tables_generate() -> None:
+    """The leaf presets hold no numbers of their own: scripts/make_presets.py writes them from
+    cli/tables.py, and a hand edit or a new cell without its file fails here."""
+    folder = CONF_DIR / "experiment" / "paper"
+    on_disk = {p.stem: p.read_text() for p in folder.glob("[!_]*.yaml")}
+    assert on_disk == preset_files(), "run: python scripts/make_presets.py"

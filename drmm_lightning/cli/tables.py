@@ -121,3 +121,27 @@ TABLES: dict[str, Table] = {
 def all_presets() -> dict[str, Cell]:
     """Every preset named by a table, with one of its cells."""
     return {cell.preset: cell for table in TABLES.values() for cell in table.cells}
+
+
+def preset_files() -> dict[str, str]:
+    """The text of every leaf preset conf/experiment/paper/<preset>.yaml: its base (the
+    architecture, objective and regime in paper/_<base>.yaml), its number of labels, and the
+    cells it reproduces with the paper's numbers (scripts/make_presets.py writes them)."""
+    cells: dict[str, list[str]] = {}
+    for key, table in TABLES.items():
+        for cell in table.cells:
+            result = "not reported (our control)" if cell.paper is None else f"{cell.paper:g}%"
+            result += "" if cell.paper is None else " test error"
+            cells.setdefault(cell.preset, []).append(
+                f"Table {key}, {cell.row}, N_L = {cell.column}: paper {result}"
+            )
+    files = {}
+    for preset, described in cells.items():
+        base, labels = preset.rsplit("_", 1)
+        files[preset] = (
+            "# @package _global_\n"
+            f"# {'; '.join(described)}.\n"
+            f"defaults: [paper/_{base}]\n"
+            f"data: {{num_labeled: {labels}}}\n"
+        )
+    return files
