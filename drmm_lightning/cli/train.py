@@ -31,6 +31,7 @@ from .wiring import (
     build_loggers,
     finish_loggers,
     has_validation,
+    log_artifacts,
     print_config,
     save_results,
     say,
@@ -177,6 +178,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             ckpt_path = best if use_best else None
             trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
             metrics.update(as_floats(trainer.callback_metrics))
+        log_artifacts(loggers, Path(cfg.paths.output_dir))
     finally:
         finish_loggers(loggers)
     seconds = time.time() - start

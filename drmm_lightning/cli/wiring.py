@@ -15,6 +15,8 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ..training.loggers import define_summaries, log_split
+
 log = logging.getLogger("drmm_lightning")
 
 
@@ -57,17 +59,51 @@ def build_callbacks(
     return callbacks
 
 
+def preset(cfg: DictConfig) -> str:
+    """The experiment preset a run composed (experiment=...), or "default"."""
+    if not HydraConfig.initialized():
+        return "default"
+    return HydraConfig.get().runtime.choices.get("experiment") or "default"
+
+
+def run_group(cfg: DictConfig) -> str:
+    """The W&B group of a run: its sweep (every job of a multirun together), else its preset."""
+    if HydraConfig.initialized() and str(HydraConfig.get().mode) == "RunMode.MULTIRUN":
+        return f"sweep/{Path(HydraConfig.get().sweep.dir).name}"
+    return preset(cfg)
+
+
 def build_loggers(cfg: DictConfig, logger_ids: dict[str, str]) -> list[Logger]:
-    """Instantiate `cfg.logger`; a resumed W&B run continues under the id its checkpoint saved."""
+    """Instantiate `cfg.logger`. W&B loggers (found by their target, whatever their key) are
+    grouped by sweep or preset (tagged preset:<name>), typed by task and regime, continue the
+    run id a resumed
+    checkpoint saved, and declare the run summaries (training/loggers.py: SUMMARIES)."""
     loggers = []
-    for name, conf in (cfg.get("logger") or {}).items():
+    for conf in (cfg.get("logger") or {}).values():
         if not isinstance(conf, DictConfig) or "_target_" not in conf:
             continue
-        if name == "wandb" and logger_ids.get("wandb") and conf.get("id") is None:
+        wandb = "wandb" in conf._target_.lower()
+        if wandb:
             conf = conf.copy()
-            conf.id = logger_ids["wandb"]
-        loggers.append(hydra.utils.instantiate(conf))
+            with open_dict(conf):
+                if logger_ids.get("wandb") and conf.get("id") is None:
+                    conf.id = logger_ids["wandb"]
+                conf.group = conf.get("group") or run_group(cfg)
+                conf.tags = [*(conf.get("tags") or []), f"preset:{preset(cfg)}"]
+                regime = OmegaConf.select(cfg, "regime.name", default=None)
+                conf.job_type = "/".join(str(p) for p in (cfg.task_name, regime) if p)
+        logger = hydra.utils.instantiate(conf)
+        if isinstance(logger, WandbLogger):
+            define_summaries(logger)
+        loggers.append(logger)
     return loggers
+
+
+def log_artifacts(loggers: list[Logger], run_dir: Path) -> None:
+    """What a run leaves to its experiment trackers: the labeled split (W&B artifact)."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            log_split(logger, run_dir / "labeled_indices.json")
 
 
 def finish_loggers(loggers: list[Logger]) -> None:
