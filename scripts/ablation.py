@@ -17,8 +17,8 @@ from pathlib import Path
 
 from reproduce import run_presets
 
-from drmm_lightning.cli.aggregate import ablation_markdown, collect
 from drmm_lightning.cli.config import options
+from drmm_lightning.paper.aggregate import ablation_markdown, collect
 
 OWN = ("seeds", "only", "out", "save")
 CONTROL = "entropy_only"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from drmm_lightning.cli.aggregate import collect, table_markdown
+from drmm_lightning.paper.aggregate import collect, table_markdown
 
 
 def main(argv: list[str]) -> None:

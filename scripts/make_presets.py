@@ -1,5 +1,5 @@
 """Write the leaf paper presets conf/experiment/paper/<preset>.yaml from the table definitions
-in drmm_lightning/cli/tables.py, the one place that holds the paper's cells and numbers.
+in drmm_lightning/paper/tables.py, the one place that holds the paper's cells and numbers.
 
     python scripts/make_presets.py [--check]    # --check: exit 1 if a file differs
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from drmm_lightning.cli.config import CONF_DIR
-from drmm_lightning.cli.tables import preset_files
+from drmm_lightning.paper.tables import preset_files
 
 
 def main(argv: list[str]) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from drmm_lightning.cli.aggregate import REFERENCES
+from drmm_lightning.paper.aggregate import REFERENCES
 from drmm_lightning.viz.plots import epochs_to, plot_curves, read_curves
 
 

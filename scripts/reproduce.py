@@ -16,7 +16,7 @@ import sys
 import time
 from fnmatch import fnmatch
 
-from drmm_lightning.cli.tables import TABLES
+from drmm_lightning.paper.tables import TABLES
 
 OWN = ("table", "seeds", "budget", "only", "out")
 

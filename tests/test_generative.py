@@ -13,7 +13,7 @@ from drmm_lightning.cli.render import render
 from drmm_lightning.cli.train import train
 from drmm_lightning.data import DRMMDataModule
 from drmm_lightning.models import build_model
-from drmm_lightning.training.speed import EGStep
+from drmm_lightning.training import EGObjective
 
 from .conftest import make_config, require_data, tiny_config
 
@@ -91,9 +91,12 @@ def mnist_model():
     )
     dm.setup()
     model = build_model("drmm2")
-    step = EGStep(model)
+    objective, optimizer = EGObjective(), torch.optim.Adam(model.parameters(), 1e-3)
     for i, batch in enumerate(dm.train_dataloader()):
-        step(dm.on_after_batch_transfer(batch, 0)["labeled"], None)
+        loss = objective(model, dm.on_after_batch_transfer(batch, 0)["labeled"]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
         if i == 300:
             break
     return model.eval(), dm.transform(dm.test_data.images, train=False), dm.test_data.labels

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from drmm_lightning.cli.aggregate import collect, table_markdown
 from drmm_lightning.cli.config import CONF_DIR, options
-from drmm_lightning.cli.tables import TABLES, all_presets, preset_files
+from drmm_lightning.paper.aggregate import collect, table_markdown
+from drmm_lightning.paper.tables import TABLES, all_presets, preset_files
 
 from .conftest import make_config
 
@@ -117,7 +117,7 @@ def test_learning_curve_plot(tmp_path: Path) -> None:
 
 def test_paper_presets_are_what_the_tables_generate() -> None:
     """The leaf presets hold no numbers of their own: scripts/make_presets.py writes them from
-    cli/tables.py, and a hand edit or a new cell without its file fails here."""
+    paper/tables.py, and a hand edit or a new cell without its file fails here."""
     folder = CONF_DIR / "experiment" / "paper"
     on_disk = {p.stem: p.read_text() for p in folder.glob("[!_]*.yaml")}
     assert on_disk == preset_files(), "run: python scripts/make_presets.py"

@@ -13,9 +13,10 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from ..training import DRMMLitModule
+from .build import build_loggers, finish_loggers
 from .checkpoints import find_checkpoint, read_checkpoint
 from .config import CONF_DIR, check_overrides
-from .wiring import as_floats, build_loggers, finish_loggers, print_config, say, summary
+from .report import as_floats, print_config, say, summary
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

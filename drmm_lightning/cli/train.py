@@ -23,20 +23,16 @@ from omegaconf import DictConfig, OmegaConf
 from ..models import RENDER_PATHS
 from ..training import DRMMLitModule, EGObjective
 from ..training.checkpointing import AtomicCheckpointIO, StopOnSignal
-from .checkpoints import check_same_model, find_checkpoint, progress, read_checkpoint
-from .config import CONF_DIR, check_overrides, check_types
-from .wiring import (
-    as_floats,
+from .build import (
     build_callbacks,
     build_loggers,
     finish_loggers,
     has_validation,
     log_artifacts,
-    print_config,
-    save_results,
-    say,
-    summary,
 )
+from .checkpoints import check_same_model, find_checkpoint, progress, read_checkpoint
+from .config import CONF_DIR, check_overrides, check_types
+from .report import as_floats, print_config, save_results, say, summary
 
 
 def build_datamodule(cfg: DictConfig, regime: str) -> L.LightningDataModule:
@@ -72,14 +68,16 @@ def checkpoint_dir(cfg: DictConfig, regime: str) -> str:
     return f"{base}/pretrain" if cfg.regime.name == "unsup_pretr" and regime == "unsup" else base
 
 
-REGIMES = ("sup", "unsup_pretr", "semi_sup")
+TRAINING_REGIMES = ("sup", "unsup_pretr", "semi_sup")  # cf. data.STREAMS: what each serves
 
 
 def validate(cfg: DictConfig) -> None:
     """Reject bad settings before any data is loaded (one clear ValueError)."""
     check_types(cfg)
-    if cfg.regime.name not in REGIMES:
-        raise ValueError(f"Unknown regime {cfg.regime.name!r}; valid: {', '.join(REGIMES)}.")
+    if cfg.regime.name not in TRAINING_REGIMES:
+        raise ValueError(
+            f"Unknown regime {cfg.regime.name!r}; valid: {', '.join(TRAINING_REGIMES)}."
+        )
     if cfg.regime.pretrain_epochs < 0 or cfg.trainer.max_epochs < 0:
         raise ValueError("regime.pretrain_epochs and trainer.max_epochs must be >= 0.")
     EGObjective.from_config(OmegaConf.to_container(cfg.objective, resolve=True))

@@ -1,6 +1,6 @@
 """Data: in-memory image sets, class-balanced labeled splits, two-stream loaders and the DataModule."""
 
-from drmm_lightning.data.datamodule import REGIMES, DRMMDataModule
+from drmm_lightning.data.datamodule import STREAMS, DRMMDataModule
 from drmm_lightning.data.datasets import DATASETS, load_dataset
 from drmm_lightning.data.images import ImageData
 from drmm_lightning.data.root import DataNotFoundError, resolve_data_root
@@ -11,7 +11,7 @@ from drmm_lightning.data.transforms import BatchTransform
 __all__ = [
     "DATASETS",
     "INDEX_FILE",
-    "REGIMES",
+    "STREAMS",
     "BatchTransform",
     "DRMMDataModule",
     "DataNotFoundError",

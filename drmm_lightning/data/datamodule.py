@@ -31,7 +31,9 @@ from drmm_lightning.data.splits import (
 )
 from drmm_lightning.data.transforms import BatchTransform
 
-REGIMES: dict[str, tuple[str, ...]] = {
+# The streams a data regime serves (the training regimes of cli/train.py map onto these; the
+# unsup_pretr regime serves "unsup", then "sup").
+STREAMS: dict[str, tuple[str, ...]] = {
     "sup": ("labeled",),
     "unsup": ("unlabeled",),
     "semi_sup": ("labeled", "unlabeled"),
@@ -137,8 +139,8 @@ class DRMMDataModule(L.LightningDataModule):
 
     def set_regime(self, regime: str) -> None:
         """Serve the streams of `regime` (sup, unsup or semi_sup) from the next train_dataloader on."""
-        if regime not in REGIMES:
-            raise ValueError(f"Unknown regime '{regime}'. Valid regimes: {', '.join(REGIMES)}.")
+        if regime not in STREAMS:
+            raise ValueError(f"Unknown regime '{regime}'. Valid regimes: {', '.join(STREAMS)}.")
         self.regime = regime
 
     # ---- data and split, loaded lazily and cached ---------------------------------------------------
@@ -243,7 +245,7 @@ class DRMMDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader | DeviceLoader:
         """One dict per step of this rank's share of each stream; the defining stream sets the epoch."""
         rank, world = self._rank_and_world()
-        train, split, streams = self._serve(self.train_data), self.split, REGIMES[self.regime]
+        train, split, streams = self._serve(self.train_data), self.split, STREAMS[self.regime]
         device = train.images.device
         datasets = {
             "labeled": LabeledImages(train, split.labeled.to(device)),
@@ -314,14 +316,14 @@ class DRMMDataModule(L.LightningDataModule):
     def _per_rank_batch_sizes(self) -> dict[str, int]:
         """The regime's batch sizes on one rank; a ValueError if the world size does not divide them."""
         world = self._rank_and_world()[1]
-        for stream in REGIMES[self.regime]:
+        for stream in STREAMS[self.regime]:
             if self.batch_sizes[stream] % world:
                 raise ValueError(
                     f"{stream}_batch_size={self.batch_sizes[stream]} is not divisible by the world "
                     f"size {world}: batch sizes are global (images per optimizer step) and are split "
                     f"evenly across the ranks. Use a multiple of {world}."
                 )
-        return {stream: self.batch_sizes[stream] // world for stream in REGIMES[self.regime]}
+        return {stream: self.batch_sizes[stream] // world for stream in STREAMS[self.regime]}
 
     def _serving_device(self) -> torch.device | None:
         """The device the batches are fetched on (on_device), or None for the DataLoader."""

@@ -5,7 +5,7 @@ from .architectures import ARCHITECTURES, build_model
 from .drmm import DRMM, RENDER_PATHS, Inference, Rendering
 from .factor import DRFM
 from .layer import LayerSpec, RenderingLayer, Switches
-from .objective import (
+from .losses import (
     class_balance_kl,
     cross_entropy,
     kl_term,

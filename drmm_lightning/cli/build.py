@@ -1,9 +1,7 @@
-"""Config-to-object helpers shared by drmm-train and drmm-eval."""
+"""Objects from the config: the callbacks and the experiment loggers of a run."""
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,24 +10,9 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..training.loggers import define_summaries, log_split
-
-log = logging.getLogger("drmm_lightning")
-
-
-@rank_zero_only
-def say(message: str) -> None:
-    """Tell the user (terminal and the run's log file, through logging), rank zero only."""
-    log.info(message)
-
-
-@rank_zero_only
-def print_config(cfg: DictConfig) -> None:
-    """The composed config as YAML, to the terminal and the run's log file (rank zero only)."""
-    log.info(OmegaConf.to_yaml(cfg, resolve=False))
 
 
 def has_validation(datamodule: Any) -> bool:
@@ -112,36 +95,3 @@ def finish_loggers(loggers: list[Logger]) -> None:
         import wandb
 
         wandb.finish()
-
-
-def as_floats(metrics: dict[str, Any]) -> dict[str, float]:
-    """Logged metrics (tensors) as plain floats."""
-    return {k: float(v) for k, v in metrics.items()}
-
-
-@rank_zero_only
-def save_results(
-    cfg: DictConfig, metrics: dict[str, float], seconds: float, trainer: L.Trainer
-) -> None:
-    """Write results.json into the run directory: what scripts/aggregate.py reads."""
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    record = {
-        "metrics": metrics,
-        "wall_time_s": round(seconds, 1),
-        "epochs": trainer.current_epoch,
-        "global_step": trainer.global_step,
-        "seed": cfg.get("seed"),
-        "num_labeled": cfg.data.num_labeled,
-        "choices": {k: v for k, v in choices.items() if not k.startswith("hydra")},
-    }
-    path = Path(cfg.paths.output_dir) / "results.json"
-    path.write_text(json.dumps(record, indent=2, sort_keys=True))
-
-
-@rank_zero_only
-def summary(cfg: DictConfig, metrics: dict[str, float], seconds: float) -> None:
-    """Print the run's headline numbers and where its files are."""
-    keys = ["test/error", "test/acc", "test/reconstruction", "val/acc_best", "train/loss"]
-    shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics)
-    out = cfg.paths.output_dir
-    log.info(f"\n[drmm] {shown or 'no metrics'} | wall time {seconds / 60:.1f} min | run dir {out}")

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import CONF_DIR
+from ..cli.config import CONF_DIR
 from .tables import TABLES, Cell
 
 METRIC = "test/error"
