@@ -116,8 +116,8 @@ class DRMMLitModule(L.LightningModule):
         self._window: list[float] = []
         self._best_window = float("inf")
         self._watched: list[Watched] = []
-        objective = self.objective.__call__
-        self._step = torch.compile(objective) if compile else objective
+        step = self.objective.__call__
+        self._step = torch.compile(step) if compile else step
 
     def forward(self, x: Tensor) -> Tensor:
         """Class logits (the bottom-up E-step)."""
