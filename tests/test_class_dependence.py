@@ -4,11 +4,14 @@ the rendering-based posterior terms. Each must take effect and keep the class in
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import pytest
 import torch
 
 from drmm_lightning.models import build_model, render_every_class
-from drmm_lightning.models.posterior import class_estep
+from drmm_lightning.models.posterior import class_estep, render_argmin
+from drmm_lightning.training import DRMMLitModule
 from drmm_lightning.training.objective import EGObjective
 
 
@@ -77,6 +80,18 @@ def test_per_class_estep_re_infers_the_switches_for_each_class() -> None:
     assert any(not torch.equal(sa.a, sb.a) for sa, sb in zip(a, b))  # g_c depends on c
     with pytest.raises(ValueError, match="images"):
         render_every_class(model, inference, estep_steps=1)
+
+
+def test_render_argmin_estep_reaches_the_evaluation_metric() -> None:
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 1, 28, 28), torch.randint(0, 10, (6,))
+    module = DRMMLitModule(arch="drmm5_nrm", render_argmin_estep=2).eval()
+    with patch("drmm_lightning.training.module.render_argmin", wraps=render_argmin) as spy:
+        module.evaluate((x, y), "test")
+        seen = [call.args[3] for call in spy.call_args_list]
+    assert seen == [2]
+    with pytest.raises(ValueError, match="render_argmin_estep must be >= 0"):
+        DRMMLitModule(arch="drmm2", render_argmin_estep=-1)
 
 
 def test_switch_dropout_draws_switches_from_the_priors_in_training_renders() -> None:

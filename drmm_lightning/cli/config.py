@@ -77,6 +77,7 @@ NUMBERS: dict[str, type] = {
     "objective.switch_dropout": float,
     "objective.posterior_batch": int,
     "model.check_every": int,
+    "model.render_argmin_estep": int,
 }
 CHOICES: dict[str, tuple] = {
     "test_ckpt": ("best", "last"),

@@ -75,6 +75,7 @@ class DRMMLitModule(L.LightningModule):
         pixel_std: Sequence[float] | None = None,
         diagnostics_every: int = 50,
         render_argmin: bool = True,
+        render_argmin_estep: int = 0,
         divergence: dict[str, float] | None = DIVERGENCE,
         check_every: int = 10,
         channels_last: bool = False,
@@ -84,6 +85,9 @@ class DRMMLitModule(L.LightningModule):
         in [0, 1]); reconstruction errors are logged in [0, 1] pixel units with it.
         diagnostics_every: log the render diagnostics (render/*) every N training steps (0: off).
         render_argmin: in validation and test, also classify by rendering every class.
+        render_argmin_estep: render each class through switches re-inferred for that class by
+        this many steps of the per-class E-step (models/posterior.py: class_estep); 0: the
+        image's own switches.
         divergence: stop when |loss| exceeds max_loss, or when its mean over a window of steps
         exceeds `growth` times the smallest window mean so far (None: no guard).
         check_every: run those checks and the non-finite check every N steps, on the losses of
@@ -93,6 +97,8 @@ class DRMMLitModule(L.LightningModule):
         super().__init__()
         if check_every < 1:
             raise ValueError(f"check_every must be >= 1, got {check_every}.")
+        if render_argmin_estep < 0:
+            raise ValueError(f"render_argmin_estep must be >= 0, got {render_argmin_estep}.")
         self.save_hyperparameters(logger=False)
         self.net = build_model(arch, in_channels, num_classes, image_size, **(arch_kwargs or {}))
         if channels_last:
@@ -255,7 +261,7 @@ class DRMMLitModule(L.LightningModule):
         self.log(f"{stage}/loss", cross_entropy(inference.logits, y), on_epoch=True, batch_size=n)
         self.log(f"{stage}/reconstruction", rec_metric, on_epoch=True, batch_size=n)
         if self.hparams.render_argmin and self.net.num_classes > 1:
-            best = render_argmin(self.net, inference, x)
+            best = render_argmin(self.net, inference, x, self.hparams.render_argmin_estep)
             argmin, agree = (
                 (self.val_argmin, self.val_agree)
                 if stage == "val"
