@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import torch
 
-from drmm_lightning.cli.checkpoints import read_checkpoint
+from drmm_lightning.cli.checkpoints import load_run
 from drmm_lightning.cli.render import eval_images
 from drmm_lightning.models import class_render_errors
 from drmm_lightning.models.posterior import euler_gap
-from drmm_lightning.training import DRMMLitModule
 
 
 @torch.no_grad()
@@ -39,12 +39,11 @@ def analyse(
     batch: int = 250,
 ) -> dict[str, float]:
     """The numbers above for the first `num_images` images of the checkpoint's data."""
-    saved = read_checkpoint(ckpt)
-    model = DRMMLitModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
-    net = model.net.eval()
+    model, datamodule, _ = load_run(Path(ckpt), {"index_dir": None})
+    net = model.net
     if prior_layers is not None:
         net.prior_layers = prior_layers
-    images, labels = eval_images(saved, None, num_images, split)
+    images, labels = eval_images(datamodule, num_images, split)
     sums = dict.fromkeys(["acc", "argmin", "agree", "true_err", "mean_err"], 0.0)
     inner_all, logit_all = [], []
     for start in range(0, len(images), batch):

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import wandb
 import yaml
 
-from drmm_lightning.cli.checkpoints import read_checkpoint
+from drmm_lightning.cli.checkpoints import load_run, read_checkpoint
 from drmm_lightning.cli.config import options
 from drmm_lightning.cli.eval import evaluate
 from drmm_lightning.cli.train import train
@@ -96,6 +97,16 @@ def test_train_then_eval_gives_the_same_test_accuracy(tmp_path: Path, mnist: Pat
     assert evaluated["test/reconstruction"] == pytest.approx(
         trained["test/reconstruction"], rel=1e-5
     )
+    # the DataModule is rebuilt from the hyperparameters Lightning saved with it, and from the
+    # run config for checkpoints written before it saved them
+    saved = read_checkpoint(ckpt)
+    assert saved["datamodule_hyper_parameters"]["num_unlabeled"] == 300
+    _, datamodule, _ = load_run(ckpt, {"index_dir": None})
+    del saved["datamodule_hyper_parameters"]
+    torch.save(saved, tmp_path / "old.ckpt")
+    _, old, _ = load_run(tmp_path / "old.ckpt", {"index_dir": None})
+    for dm in (datamodule, old):
+        assert (dm.num_unlabeled, dm.val_size, dm.eval_batch_size) == (300, 100, 200)
 
 
 def test_resume_carries_indices_epochs_and_wandb_run(tmp_path: Path, mnist: Path) -> None:
@@ -127,6 +138,7 @@ def test_resume_carries_indices_epochs_and_wandb_run(tmp_path: Path, mnist: Path
 
 def test_offline_wandb_run_holds_metrics_and_renderings(tmp_path: Path, mnist: Path) -> None:
     train(tiny_config(tmp_path / "run", "model=drmm2", "logger=wandb"))
+    wandb.teardown()  # the W&B service writes the run file after finish() returns: flush it
     (run_dir,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
     records = next(run_dir.glob("*.wandb")).read_bytes()
     for metric in (

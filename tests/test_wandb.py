@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import wandb
 
 from drmm_lightning.cli.train import train
 
@@ -60,6 +61,7 @@ def read_offline_run(run_dir: Path) -> dict:
 def test_offline_wandb_run_holds_config_summaries_images_and_split(tmp_path: Path, mnist) -> None:
     run = tmp_path / "run"
     train(tiny_config(run, "model=drmm2", "logger=wandb", "logger.wandb.offline=true"))
+    wandb.teardown()  # the W&B service writes the run file after finish() returns: flush it
     found = read_offline_run(run)
     assert found["config"]["model"]["arch"] == "drmm2" and "data" in found["config"]
     assert found["group"] == "default" and found["job_type"] == "train/semi_sup"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import pickle
 import zipfile
 from pathlib import Path
@@ -9,12 +10,24 @@ from typing import Any
 
 import torch
 
+from ..data import DRMMDataModule
+from ..training import DRMMLitModule
+
 IDENTITY = ("arch", "in_channels", "num_classes", "image_size")
 # What makes two runs the same experiment: everything in these sections of the run config
 # but the keys below, which only say where things are or how fast they run. The budget
 # (trainer.max_epochs / max_steps) may differ: extending a run is resuming it.
 EXPERIMENT = ("model", "objective", "regime", "data", "seed")
-NOT_EXPERIMENT = ("data.root", "data.download", "data.num_workers", "data.index_dir")
+NOT_EXPERIMENT = (
+    "data.root",
+    "data.download",
+    "data.num_workers",
+    "data.index_dir",
+    "data.on_device",
+    "model.check_every",
+    "model.channels_last",
+    "model.compile",
+)
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
@@ -118,3 +131,28 @@ def progress(checkpoint: dict[str, Any]) -> tuple[int, int]:
     return int(checkpoint.get("global_step", 0)), int(
         checkpoint.get("epoch", 0) if epochs is None else epochs
     )
+
+
+def load_run(
+    ckpt: Path, data_overrides: dict[str, Any] | None = None
+) -> tuple[DRMMLitModule, DRMMDataModule, dict[str, Any]]:
+    """The trained module (in evaluation mode) and the DataModule it was trained with, from one
+    read of the checkpoint, `data_overrides` applied to the data's settings (e.g. root= on
+    another machine); also the checkpoint itself. The DataModule comes from the hyperparameters
+    Lightning saved with it; checkpoints written before it saved them describe their data in the
+    run config that drmm-train stores."""
+    saved = read_checkpoint(ckpt)
+    accepted = inspect.signature(DRMMLitModule).parameters  # as load_from_checkpoint filters
+    module = DRMMLitModule(**{k: v for k, v in saved["hyper_parameters"].items() if k in accepted})
+    module.load_state_dict(saved["state_dict"])
+    module.run_config = saved.get("run_config")
+    data = saved.get("datamodule_hyper_parameters")
+    if data is None:
+        data = dict((saved.get("run_config") or {}).get("data") or {})
+        data.pop("_target_", None)
+    if not data:
+        raise ValueError(
+            f"Checkpoint {ckpt} records no data settings; was it written by drmm-train?"
+        )
+    datamodule = DRMMDataModule(**{**data, **(data_overrides or {})})
+    return module.eval(), datamodule, saved

@@ -12,9 +12,8 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from ..training import DRMMLitModule
 from .build import build_loggers, finish_loggers
-from .checkpoints import find_checkpoint, read_checkpoint
+from .checkpoints import find_checkpoint, load_run
 from .config import CONF_DIR, check_overrides
 from .report import as_floats, print_config, say, summary
 
@@ -25,14 +24,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
     ckpt = find_checkpoint(cfg.ckpt_path, cfg.paths.log_dir, "train")
     say(f"[drmm] evaluating {ckpt}")
-    saved = read_checkpoint(ckpt)
-    run_config = saved.get("run_config") or {}
-    if "data" not in run_config:
-        raise ValueError(f"Checkpoint {ckpt} records no data config; was it written by drmm-train?")
-    data_cfg = OmegaConf.merge(run_config["data"], cfg.get("data") or {})
-    data_cfg.index_dir = cfg.paths.output_dir
-    datamodule = hydra.utils.instantiate(data_cfg)
-    model = DRMMLitModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
+    overrides = {
+        **(OmegaConf.to_container(cfg.data) if cfg.get("data") else {}),
+        "index_dir": cfg.paths.output_dir,
+    }
+    model, datamodule, _ = load_run(ckpt, overrides)
     loggers = build_loggers(cfg, {})
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False)
     try:

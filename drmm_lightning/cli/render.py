@@ -21,9 +21,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
-from ..training import DRMMLitModule
+from ..data import DRMMDataModule
 from ..viz import grids
-from .checkpoints import find_checkpoint, read_checkpoint
+from .checkpoints import find_checkpoint, load_run
 from .config import CONF_DIR, check_overrides
 
 KINDS = ("reconstructions", "templates", "samples", "filters", "layers", "classes")
@@ -33,19 +33,13 @@ SPLITS = ("test", "unlabeled")
 
 
 def eval_images(
-    saved: dict, overrides: DictConfig | None, count: int, split: str = "test"
+    datamodule: DRMMDataModule, count: int, split: str = "test"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `count` images of the checkpoint's data set, preprocessed as in training, and
-    their labels: from the test set, or (split="unlabeled") from the training images outside the
+    """The first `count` images of a run's data set, preprocessed as in training, and their
+    labels: from the test set, or (split="unlabeled") from the training images outside the
     run's labeled subset, for choosing among variants without looking at the test set."""
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; valid: {SPLITS}.")
-    run_config = saved.get("run_config") or {}
-    if "data" not in run_config:
-        raise ValueError("The checkpoint records no data config; was it written by drmm-train?")
-    data_cfg = OmegaConf.merge(run_config["data"], overrides or {})
-    data_cfg.index_dir = None
-    datamodule = hydra.utils.instantiate(data_cfg)
     data = datamodule.test_data if split == "test" else datamodule.train_data
     rows = torch.arange(len(data.labels))
     if split == "unlabeled":
@@ -90,8 +84,9 @@ def render(cfg: DictConfig) -> list[Path]:
     what = check_arguments(cfg)
     ckpt = find_checkpoint(cfg.ckpt_path, cfg.paths.log_dir, "train")
     print(f"[drmm] rendering {ckpt}")
-    module = DRMMLitModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
-    model = module.net.eval()
+    overrides = {**(OmegaConf.to_container(cfg.data) if cfg.get("data") else {}), "index_dir": None}
+    module, datamodule, _ = load_run(ckpt, overrides)
+    model = module.net
     classes = list(range(model.num_classes)) if cfg.classes is None else list(cfg.classes)
     bad = [c for c in classes if not 0 <= c < model.num_classes]
     if bad:
@@ -102,7 +97,7 @@ def render(cfg: DictConfig) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     images = None
     if {"reconstructions", "layers", "templates", "classes"} & set(what):
-        images = eval_images(read_checkpoint(ckpt), cfg.get("data"), cfg.num_images)[0]
+        images = eval_images(datamodule, cfg.num_images)[0]
     generator = torch.Generator().manual_seed(cfg.seed)
     pictures: dict[str, torch.Tensor] = {}
     for kind in what:

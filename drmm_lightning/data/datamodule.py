@@ -92,6 +92,9 @@ class DRMMDataModule(L.LightningDataModule):
         on_device: bool | str = "auto",
     ) -> None:
         super().__init__()
+        # in checkpoints (datamodule_hyper_parameters): drmm-eval and drmm-render rebuild the
+        # data from them (cli/checkpoints.py: load_run)
+        self.save_hyperparameters(ignore=["data"], logger=False)
         if on_device not in (True, False, "auto"):
             raise ValueError(f"on_device must be true, false or auto, got {on_device!r}.")
         spec = check_name(name)
