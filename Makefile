@@ -52,9 +52,10 @@ bench-epoch: $(STAMP) ## one epoch of the default experiment, fp32 and bf16 + ch
 gpu-check: $(STAMP) ## on a GPU machine: benchmarks, 3-epoch trainer=gpu run, ddp smoke run (scripts/gpu_check.sh)
 	PY=$(BIN)/python OUT=$(OUT) bash scripts/gpu_check.sh
 
-lint: $(STAMP) ## ruff: lint and format check (CI runs it before the tests)
+lint: $(STAMP) ## ruff lint and format check, mypy type check (CI runs it before the tests)
 	$(BIN)/ruff check drmm_lightning scripts tests
 	$(BIN)/ruff format --check drmm_lightning scripts tests
+	$(BIN)/mypy
 
 clean: ## remove caches and build files (keeps .venv and outputs/)
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""Data pipeline speed: one epoch of two-stream MNIST batches through the DataModule, no model attached.
+"""Data pipeline speed: one epoch of two-stream MNIST batches through the DataModule,
+no model attached.
 
 Usage: DRMM_DATA_DIR=<data root> python scripts/bench_data.py [--device cuda] [--num-workers 0]
 """
@@ -17,7 +18,8 @@ from drmm_lightning.training import EGObjective
 
 
 def data_images_per_second(dm: DRMMDataModule, device: str | torch.device = "cpu") -> float:
-    """Images per second (both streams counted) over one epoch of train_dataloader + on_after_batch_transfer."""
+    """Images per second (both streams counted) over one epoch of
+    train_dataloader + on_after_batch_transfer."""
     dm.setup("fit")
     loader = dm.train_dataloader()
     device = torch.device(device)
@@ -50,8 +52,9 @@ def drmm5_images_per_second(dm: DRMMDataModule, device: torch.device, steps: int
 
 
 def main() -> None:
-    """Time one semi-supervised MNIST epoch (N_L = 100, 600 steps of 100 labeled + 100 unlabeled)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Time one semi-supervised MNIST epoch
+    (N_L = 100, 600 steps of 100 labeled + 100 unlabeled)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--num-workers", type=int, default=0)
     args = parser.parse_args()

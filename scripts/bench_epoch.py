@@ -6,7 +6,8 @@ steps inside it (so the rest, the loop's overhead: fetching batches, logging, ca
 validation and test. Writes a JSON and a markdown line (docs/benchmarks.md).
 
     python scripts/bench_epoch.py [--name fp32] [--out outputs/bench] [override ...]
-    python scripts/bench_epoch.py --name bf16+cl trainer.precision=bf16-mixed model.channels_last=true
+    python scripts/bench_epoch.py --name bf16+cl trainer.precision=bf16-mixed
+        model.channels_last=true
 """
 
 from __future__ import annotations

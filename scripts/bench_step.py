@@ -170,8 +170,9 @@ def table(result: dict) -> str:
     rows += [
         "",
         f"Best EG step: **{s['best_eg']}**, {s['best_eg_ms']:.1f} ms: {s['speedup'] or 0:.2f}x "
-        f"faster than the default fp32 step; FLOP floor (FLOP ratio x best CNN step, {s['best_cnn']}) "
-        f"{s['floor_ms']:.1f} ms, so the best EG step is {s['over_floor']:.2f}x its floor. "
+        f"faster than the default fp32 step; FLOP floor (FLOP ratio x best CNN step, "
+        f"{s['best_cnn']}) {s['floor_ms']:.1f} ms, so the best EG step is "
+        f"{s['over_floor']:.2f}x its floor. "
         f"Peak memory: {result['peak_memory_mb']:.0f} MB ({result['peak_memory_kind']}).",
     ]
     return "\n".join(rows)

@@ -1,7 +1,9 @@
 """Plot test error against epoch for every run under a directory (curve.jsonl files).
 
-python scripts/plot_curves.py runs=outputs/reproduce/table1 out=docs/img/curves.png [only=_100] [title=...] [below=1.5]
-python scripts/plot_curves.py runs=outputs/ablation metric=test_reconstruction only=normalized,adjoint
+python scripts/plot_curves.py runs=outputs/reproduce/table1 out=docs/img/curves.png [only=_100]
+    [title=...] [below=1.5]
+python scripts/plot_curves.py runs=outputs/ablation metric=test_reconstruction
+    only=normalized,adjoint
 
 below=E also prints, per run, the first epoch at which the test error was at most E %.
 metric: test_error (default) or test_reconstruction (drawn with the MNIST reference points).

@@ -1,12 +1,14 @@
 """Run the presets of one of the paper's tables over seeds, one Hydra multirun per cell.
 
-    python scripts/reproduce.py table=1 [seeds=1,2,3] [budget=1] [only=PATTERNS] [out=outputs/reproduce] [hydra overrides...]
+    python scripts/reproduce.py table=1 [seeds=1,2,3] [budget=1] [only=PATTERNS]
+        [out=outputs/reproduce] [hydra overrides...]
     make table TABLE=1 ARGS="budget=1 only=*_100"
 
 budget: epochs per run (and per phase of unsup-pretr), replacing the paper schedule's 500;
-only: comma-separated preset names or shell patterns (mnist_drmm5_*_100); default: every cell. Other key=value arguments go to
-drmm-train unchanged (e.g. logger=csv, data=image_folder data.path=cifar10-jpeg for Table 4 on
-the JPEG copy). A failed cell is reported and the others go on. Then: scripts/aggregate.py.
+only: comma-separated preset names or shell patterns (mnist_drmm5_*_100); default: every cell.
+Other key=value arguments go to drmm-train unchanged (e.g. logger=csv, data=image_folder
+data.path=cifar10-jpeg for Table 4 on the JPEG copy). A failed cell is reported and the others go
+on. Then: scripts/aggregate.py.
 """
 
 from __future__ import annotations

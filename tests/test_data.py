@@ -1,4 +1,5 @@
-"""Data package on tiny synthetic images: splits, streams, sharding, preprocessing, resume, errors."""
+"""Data package on tiny synthetic images:
+splits, streams, sharding, preprocessing, resume, errors."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def epoch(dm: DRMMDataModule, number: int = 0) -> list:
     return [dm.on_after_batch_transfer(batch, 0) for batch in loader]
 
 
-# ---- no label leaks through the unlabeled stream -----------------------------------------------------
+# ---- no label leaks through the unlabeled stream -------------------------------------------------
 
 
 def test_unlabeled_stream_carries_no_labels() -> None:
@@ -97,7 +98,7 @@ def test_unlabeled_stream_carries_no_labels() -> None:
                 assert set(batch) == {"unlabeled"}
 
 
-# ---- the labeled split -------------------------------------------------------------------------------
+# ---- the labeled split ---------------------------------------------------------------------------
 
 
 def test_split_is_class_balanced_and_seeded() -> None:
@@ -125,7 +126,8 @@ def test_resume_reuses_the_saved_split(tmp_path) -> None:
     saved = json.loads((tmp_path / INDEX_FILE).read_text())
     assert saved["dataset"] == "mnist" and saved["num_labeled"] == 20 and saved["seed"] == 0
     assert saved["labeled"] == first.labeled_indices.tolist()
-    # the file is the run's split: another seed in the same run directory reads it back, with a warning
+    # the file is the run's split: another seed in the same run directory reads it back,
+    # with a warning
     with pytest.warns(UserWarning, match="seed=0"):
         second = make_dm(index_dir=tmp_path, seed=1)
         second.setup()
@@ -149,7 +151,7 @@ def test_state_dict_round_trip(tmp_path) -> None:
     assert json.loads((tmp_path / INDEX_FILE).read_text())["seed"] == 3
 
 
-# ---- streams, epochs, sharding -------------------------------------------------------------------------
+# ---- streams, epochs, sharding -------------------------------------------------------------------
 
 
 def test_semi_sup_epoch_length_and_shapes() -> None:
@@ -223,7 +225,7 @@ def test_eval_loaders_serve_whole_splits_in_order() -> None:
     assert make_dm().val_dataloader() == []
 
 
-# ---- preprocessing ------------------------------------------------------------------------------------
+# ---- preprocessing -------------------------------------------------------------------------------
 
 
 def test_mnist_pixels_are_scaled_to_unit_range_without_augmentation() -> None:
@@ -262,7 +264,7 @@ def test_random_translate_moves_whole_images_within_the_shift() -> None:
         assert any(out.equal(window) for window in windows)
 
 
-# ---- Lightning integration -------------------------------------------------------------------------
+# ---- Lightning integration -----------------------------------------------------------------------
 
 
 class Recorder(L.LightningModule):
@@ -329,7 +331,7 @@ def test_lightning_resume_serves_the_checkpoints_split(tmp_path) -> None:
     assert saved["labeled"] == first.labeled_indices.tolist() and saved["seed"] == 0
 
 
-# ---- data sets on disk, data root, errors ------------------------------------------------------------
+# ---- data sets on disk, data root, errors --------------------------------------------------------
 
 
 def test_image_folder_is_decoded_once_and_cached_outside_the_data_root(

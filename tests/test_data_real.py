@@ -1,4 +1,5 @@
-"""The real MNIST and the CIFAR-10 JPEG copy under $DRMM_DATA_DIR (skipped, saying why, when absent)."""
+"""The real MNIST and the CIFAR-10 JPEG copy under $DRMM_DATA_DIR
+(skipped, saying why, when absent)."""
 
 from __future__ import annotations
 

@@ -79,7 +79,7 @@ def find_checkpoint(
         )
     if run_config is None:
         return found[0]
-    newest_differences = None
+    newest_differences: list[str] = []
     for path in found:
         differences = experiment_differences(
             read_checkpoint(path).get("run_config") or {}, run_config

@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -38,6 +39,11 @@ def options(group: str) -> list[str]:
         for p in root.rglob("*.yaml")
         if not p.name.startswith("_")
     )
+
+
+def as_dict(cfg: DictConfig, resolve: bool = False) -> dict[str, Any]:
+    """A config mapping as a plain dict (OmegaConf types the result as any container)."""
+    return cast("dict[str, Any]", OmegaConf.to_container(cfg, resolve=resolve))
 
 
 def check_overrides(args: list[str]) -> None:

@@ -10,11 +10,11 @@ import sys
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from .build import build_loggers, finish_loggers
 from .checkpoints import find_checkpoint, load_run
-from .config import CONF_DIR, check_overrides
+from .config import CONF_DIR, as_dict, check_overrides
 from .report import as_floats, print_config, say, summary
 
 
@@ -23,9 +23,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     ckpt = find_checkpoint(cfg.ckpt_path, cfg.paths.log_dir, "train")
+    if ckpt is None:
+        raise ValueError("drmm-eval needs ckpt_path=<checkpoint file>, or ckpt_path=last.")
     say(f"[drmm] evaluating {ckpt}")
     overrides = {
-        **(OmegaConf.to_container(cfg.data) if cfg.get("data") else {}),
+        **(as_dict(cfg.data) if cfg.get("data") else {}),
         "index_dir": cfg.paths.output_dir,
     }
     model, datamodule, _ = load_run(ckpt, overrides)

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torchvision.utils import save_image
 
 from ..data import DRMMDataModule
 from ..viz import grids
 from .checkpoints import find_checkpoint, load_run
-from .config import CONF_DIR, check_overrides
+from .config import CONF_DIR, as_dict, check_overrides
 
 KINDS = ("reconstructions", "templates", "samples", "filters", "layers", "classes")
 
@@ -83,19 +83,22 @@ def render(cfg: DictConfig) -> list[Path]:
     """Write the requested grids; returns their paths."""
     what = check_arguments(cfg)
     ckpt = find_checkpoint(cfg.ckpt_path, cfg.paths.log_dir, "train")
+    if ckpt is None:
+        raise ValueError("drmm-render needs ckpt_path=<checkpoint file>, or ckpt_path=last.")
     print(f"[drmm] rendering {ckpt}")
-    overrides = {**(OmegaConf.to_container(cfg.data) if cfg.get("data") else {}), "index_dir": None}
+    overrides = {**(as_dict(cfg.data) if cfg.get("data") else {}), "index_dir": None}
     module, datamodule, _ = load_run(ckpt, overrides)
     model = module.net
     classes = list(range(model.num_classes)) if cfg.classes is None else list(cfg.classes)
     bad = [c for c in classes if not 0 <= c < model.num_classes]
     if bad:
         raise ValueError(
-            f"Class index {bad} out of range: the model has {model.num_classes} classes (0..{model.num_classes - 1})."
+            f"Class index {bad} out of range: the model has {model.num_classes} classes "
+            f"(0..{model.num_classes - 1})."
         )
     out = Path(cfg.out_dir) if cfg.out_dir else fresh_dir(ckpt.parent.parent / "renders")
     out.mkdir(parents=True, exist_ok=True)
-    images = None
+    images = torch.empty(0)  # the test images, loaded only for the kinds that show them
     if {"reconstructions", "layers", "templates", "classes"} & set(what):
         images = eval_images(datamodule, cfg.num_images)[0]
     generator = torch.Generator().manual_seed(cfg.seed)

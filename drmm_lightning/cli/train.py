@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from ..data import DRMMDataModule
 from ..models import RENDER_PATHS
 from ..training import DRMMLitModule, EGObjective
 from ..training.checkpointing import AtomicCheckpointIO, StopOnSignal
@@ -31,11 +32,11 @@ from .build import (
     log_artifacts,
 )
 from .checkpoints import check_same_model, find_checkpoint, progress, read_checkpoint
-from .config import CONF_DIR, check_overrides, check_types
+from .config import CONF_DIR, as_dict, check_overrides, check_types
 from .report import as_floats, print_config, save_results, say, summary
 
 
-def build_datamodule(cfg: DictConfig, regime: str) -> L.LightningDataModule:
+def build_datamodule(cfg: DictConfig, regime: str) -> DRMMDataModule:
     """The DataModule of `cfg.data`, serving `regime`'s streams."""
     return hydra.utils.instantiate(cfg.data, regime=regime)
 
@@ -80,7 +81,7 @@ def validate(cfg: DictConfig) -> None:
         )
     if cfg.regime.pretrain_epochs < 0 or cfg.trainer.max_epochs < 0:
         raise ValueError("regime.pretrain_epochs and trainer.max_epochs must be >= 0.")
-    EGObjective.from_config(OmegaConf.to_container(cfg.objective, resolve=True))
+    EGObjective.from_config(as_dict(cfg.objective, resolve=True))
     check_sweep_metric(cfg)
     path = (cfg.model.get("arch_kwargs") or {}).get("render_path", "adjoint")
     if path not in RENDER_PATHS:
@@ -93,7 +94,9 @@ def sweeper_optimizes() -> bool:
     """Whether this run is a trial of a sweeper that optimises what `train` returns (Optuna)."""
     if not HydraConfig.initialized():
         return False
-    target = OmegaConf.select(HydraConfig.get(), "sweeper._target_", default="") or ""
+    # HydraConfig.get() returns a DictConfig, though typed as its schema HydraConf
+    hydra_config: DictConfig = HydraConfig.get()  # type: ignore[assignment]
+    target = OmegaConf.select(hydra_config, "sweeper._target_", default="") or ""
     return "optuna" in target.lower()
 
 
@@ -126,7 +129,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     validate(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    run_config = OmegaConf.to_container(cfg, resolve=True)
+    run_config = as_dict(cfg, resolve=True)
     ckpt = find_checkpoint(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name, run_config)
     saved = read_checkpoint(ckpt) if ckpt else {}
     steps, done = progress(saved) if saved else (0, 0)  # what the checkpoint had trained
@@ -150,17 +153,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
         **no_val,
     )
     for logger in loggers:
-        logger.log_hyperparams(model.run_config)
+        logger.log_hyperparams(run_config)
 
     metrics: dict[str, float] = {}
     try:
         for i, (regime, last_epoch) in enumerate(plan if cfg.get("train", True) else []):
             if i > 0:  # phase 2 of unsup_pretr: same weights, new data regime and checkpoints
-                kept = [cb for cb in trainer.callbacks if not isinstance(cb, ModelCheckpoint)]
+                # trainer.callbacks: set by Lightning's callback connector, undeclared in Trainer
+                callbacks = trainer.callbacks  # type: ignore[attr-defined]
+                kept = [cb for cb in callbacks if not isinstance(cb, ModelCheckpoint)]
                 new = build_callbacks(
                     cfg, datamodule, checkpoint_dir(cfg, regime), only=ModelCheckpoint
                 )
-                trainer.callbacks = kept + new
+                trainer.callbacks = kept + new  # type: ignore[attr-defined]
             datamodule.set_regime(regime)
             trainer.fit_loop.max_epochs = last_epoch
             resume = str(ckpt) if ckpt and i == 0 else None
@@ -169,9 +174,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             if stop.stopped_by:
                 raise Interrupted(stop.stopped_by, trainer.global_step, stop.saved)
         if cfg.get("test", True):
-            best = (
-                trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            )
+            checkpoint = trainer.checkpoint_callback
+            best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
             use_best = cfg.get("test_ckpt", "best") == "best" and best and cfg.get("train", True)
             ckpt_path = best if use_best else None
             trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)

@@ -1,12 +1,13 @@
-"""Data: in-memory image sets, class-balanced labeled splits, two-stream loaders and the DataModule."""
+"""Data: in-memory image sets, class-balanced labeled splits,
+two-stream loaders and the DataModule."""
 
-from drmm_lightning.data.datamodule import STREAMS, DRMMDataModule
-from drmm_lightning.data.datasets import DATASETS, load_dataset
-from drmm_lightning.data.images import ImageData
-from drmm_lightning.data.root import DataNotFoundError, resolve_data_root
-from drmm_lightning.data.samplers import ShardedSampler, StreamSampler
-from drmm_lightning.data.splits import INDEX_FILE, Split, SplitConfig, draw_split
-from drmm_lightning.data.transforms import BatchTransform
+from .datamodule import STREAMS, DRMMDataModule
+from .datasets import DATASETS, load_dataset
+from .images import ImageData
+from .root import DataNotFoundError, resolve_data_root
+from .samplers import ShardedSampler, StreamSampler
+from .splits import INDEX_FILE, Split, SplitConfig, draw_split
+from .transforms import BatchTransform
 
 __all__ = [
     "DATASETS",

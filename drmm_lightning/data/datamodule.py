@@ -1,4 +1,5 @@
-"""The LightningDataModule: the labeled and unlabeled streams of each regime, sharded, preprocessed on device."""
+"""The LightningDataModule: the labeled and unlabeled streams of each regime,
+sharded, preprocessed on device."""
 
 from __future__ import annotations
 
@@ -7,18 +8,19 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from drmm_lightning.data.datasets import check_name, load_dataset
-from drmm_lightning.data.images import ImageData, LabeledImages, StreamBatches, UnlabeledImages
-from drmm_lightning.data.loaders import DeviceLoader, ResumableLoader
-from drmm_lightning.data.root import resolve_data_root
-from drmm_lightning.data.samplers import ShardedSampler, StreamSampler
-from drmm_lightning.data.splits import (
+from .datasets import check_name, load_dataset
+from .images import ImageData, LabeledImages, StreamBatches, UnlabeledImages
+from .loaders import DeviceLoader, ResumableLoader
+from .root import resolve_data_root
+from .samplers import ShardedSampler, StreamSampler
+from .splits import (
     INDEX_FILE,
     Split,
     SplitConfig,
@@ -29,7 +31,7 @@ from drmm_lightning.data.splits import (
     split_from_record,
     split_to_record,
 )
-from drmm_lightning.data.transforms import BatchTransform
+from .transforms import BatchTransform
 
 # The streams a data regime serves (the training regimes of cli/train.py map onto these; the
 # unsup_pretr regime serves "unsup", then "sup").
@@ -41,7 +43,8 @@ STREAMS: dict[str, tuple[str, ...]] = {
 
 
 class DRMMDataModule(L.LightningDataModule):
-    """Training batches are dicts {"labeled": (x, y), "unlabeled": x} of the regime's streams; eval batches (x, y).
+    """Training batches are dicts {"labeled": (x, y), "unlabeled": x} of the regime's streams;
+    eval batches (x, y).
 
     Batch sizes are global (images per optimizer step) and split evenly across DDP ranks, which this
     module reads from its trainer: build the Trainer with use_distributed_sampler=False. The
@@ -64,6 +67,8 @@ class DRMMDataModule(L.LightningDataModule):
       (loaders.DeviceLoader: the same batches as the DataLoader, without per-step copies or
       workers); "auto": on an accelerator other than the CPU, when num_workers is 0.
     """
+
+    name: str  # the data set's name (Lightning's base class leaves it optional)
 
     def __init__(
         self,
@@ -93,8 +98,11 @@ class DRMMDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         # in checkpoints (datamodule_hyper_parameters): drmm-eval and drmm-render rebuild the
-        # data from them (cli/checkpoints.py: load_run)
-        self.save_hyperparameters(ignore=["data"], logger=False)
+        # data from them (cli/checkpoints.py: load_run). Paths as text, so that a checkpoint
+        # loads with torch.load(weights_only=True).
+        self.save_hyperparameters(ignore=["data", "root", "path", "index_dir"], logger=False)
+        for key, value in (("root", root), ("path", path), ("index_dir", index_dir)):
+            self.hparams[key] = None if value is None else str(value)
         if on_device not in (True, False, "auto"):
             raise ValueError(f"on_device must be true, false or auto, got {on_device!r}.")
         spec = check_name(name)
@@ -141,12 +149,13 @@ class DRMMDataModule(L.LightningDataModule):
         self._served: dict[tuple[int, str], ImageData] = {}  # device copies of the images
 
     def set_regime(self, regime: str) -> None:
-        """Serve the streams of `regime` (sup, unsup or semi_sup) from the next train_dataloader on."""
+        """Serve the streams of `regime` (sup, unsup or semi_sup)
+        from the next train_dataloader on."""
         if regime not in STREAMS:
             raise ValueError(f"Unknown regime '{regime}'. Valid regimes: {', '.join(STREAMS)}.")
         self.regime = regime
 
-    # ---- data and split, loaded lazily and cached ---------------------------------------------------
+    # ---- data and split, loaded lazily and cached ------------------------------------------------
 
     @property
     def train_data(self) -> ImageData:
@@ -185,15 +194,18 @@ class DRMMDataModule(L.LightningDataModule):
 
     @property
     def split(self) -> Split:
-        """The labeled, unlabeled and validation indices: saved ones from index_dir, else drawn from seed."""
+        """The labeled, unlabeled and validation indices:
+        saved ones from index_dir, else drawn from seed."""
         if self._split is None:
-            saved = read_record(self.index_dir) if self.index_dir is not None else None
-            if saved is not None:
-                self._adopt(saved, source=str(self.index_dir / INDEX_FILE))
+            index_dir = self.index_dir
+            saved = read_record(index_dir) if index_dir is not None else None
+            if index_dir is not None and saved is not None:
+                self._adopt(saved, source=str(index_dir / INDEX_FILE))
             else:
                 config, train = self._split_config(), self.train_data
                 fresh = draw_split(config, train.labels, train.class_names)
                 self._adopt(split_to_record(config, fresh), source="a fresh draw")
+        assert self._split is not None  # set by _adopt
         return self._split
 
     def _datasets(self) -> tuple[ImageData, ImageData]:
@@ -213,7 +225,7 @@ class DRMMDataModule(L.LightningDataModule):
         if self.index_dir is not None and (self.trainer is None or self.trainer.local_rank == 0):
             save_record(self.index_dir, record)
 
-    # ---- Lightning hooks ----------------------------------------------------------------------------
+    # ---- Lightning hooks -------------------------------------------------------------------------
 
     def prepare_data(self) -> None:
         """Download the files if needed, and fill the decoded-image cache, once per machine."""
@@ -236,21 +248,23 @@ class DRMMDataModule(L.LightningDataModule):
         return {"split": self._record}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Resume with the checkpoint's split (Lightning calls this after setup, before the loaders)."""
+        """Resume with the checkpoint's split
+        (Lightning calls this after setup, before the loaders)."""
         previous = self._split
         self._adopt(state_dict["split"], source="the checkpoint")
-        if previous is not None and not previous.labeled.equal(self._split.labeled):
+        if previous is not None and not previous.labeled.equal(self.split.labeled):
             warnings.warn(
                 "The checkpoint's labeled split replaces the one read or drawn at setup.",
                 stacklevel=2,
             )
 
     def train_dataloader(self) -> DataLoader | DeviceLoader:
-        """One dict per step of this rank's share of each stream; the defining stream sets the epoch."""
+        """One dict per step of this rank's share of each stream;
+        the defining stream sets the epoch."""
         rank, world = self._rank_and_world()
         train, split, streams = self._serve(self.train_data), self.split, STREAMS[self.regime]
         device = train.images.device
-        datasets = {
+        datasets: dict[str, LabeledImages | UnlabeledImages] = {
             "labeled": LabeledImages(train, split.labeled.to(device)),
             "unlabeled": UnlabeledImages(train.images, split.unlabeled.to(device)),
         }
@@ -277,7 +291,8 @@ class DRMMDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader | DeviceLoader | list:
-        """The validation split carved out of the training set; none (an empty list) if val_size is 0."""
+        """The validation split carved out of the training set;
+        none (an empty list) if val_size is 0."""
         if not self.val_size:
             return []
         train = self._serve(self.train_data)
@@ -288,12 +303,13 @@ class DRMMDataModule(L.LightningDataModule):
         return self._eval_loader(LabeledImages(self._serve(self.test_data)))
 
     def on_after_batch_transfer(self, batch: dict | tuple, dataloader_idx: int) -> dict | tuple:
-        """uint8 to float32 on the batch's device, normalised; training batches (dicts) are augmented."""
+        """uint8 to float32 on the batch's device, normalised;
+        training batches (dicts) are augmented."""
         if not isinstance(batch, dict):
             images, labels = batch
             return self.transform(images, train=False), labels
         train = self.trainer is None or self.trainer.training
-        out = {}
+        out: dict[str, Any] = {}
         if "labeled" in batch:
             images, labels = batch["labeled"]
             out["labeled"] = self.transform(images, train), labels
@@ -301,14 +317,15 @@ class DRMMDataModule(L.LightningDataModule):
             out["unlabeled"] = self.transform(batch["unlabeled"], train)
         return out
 
-    # ---- helpers ------------------------------------------------------------------------------------
+    # ---- helpers ---------------------------------------------------------------------------------
 
     def _batches_trained(self) -> int:
         """Training batches of the current epoch whose step is in the weights (0 without a
         trainer): what a checkpoint written now has consumed of the epoch."""
         if self.trainer is None:
             return 0
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        return progress.processed  # type: ignore[attr-defined]  # a _ProcessedTracker at runtime
 
     def _rank_and_world(self) -> tuple[int, int]:
         """(global rank, world size) of the attached trainer; (0, 1) without one."""
@@ -317,14 +334,15 @@ class DRMMDataModule(L.LightningDataModule):
         return self.trainer.global_rank, self.trainer.world_size
 
     def _per_rank_batch_sizes(self) -> dict[str, int]:
-        """The regime's batch sizes on one rank; a ValueError if the world size does not divide them."""
+        """The regime's batch sizes on one rank;
+        a ValueError if the world size does not divide them."""
         world = self._rank_and_world()[1]
         for stream in STREAMS[self.regime]:
             if self.batch_sizes[stream] % world:
                 raise ValueError(
                     f"{stream}_batch_size={self.batch_sizes[stream]} is not divisible by the world "
-                    f"size {world}: batch sizes are global (images per optimizer step) and are split "
-                    f"evenly across the ranks. Use a multiple of {world}."
+                    f"size {world}: batch sizes are global (images per optimizer step) and are "
+                    f"split evenly across the ranks. Use a multiple of {world}."
                 )
         return {stream: self.batch_sizes[stream] // world for stream in STREAMS[self.regime]}
 
@@ -365,7 +383,7 @@ class DRMMDataModule(L.LightningDataModule):
         device = self._serving_device()
         if device is not None:
             return DeviceLoader(dataset, sampler, device, position)
-        options = {
+        options: dict[str, Any] = {
             "sampler": sampler,
             "batch_size": None,
             "num_workers": self.num_workers,

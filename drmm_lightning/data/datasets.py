@@ -1,17 +1,19 @@
-"""The named data sets: where their files are, how they load into memory, how they are preprocessed."""
+"""The named data sets: where their files are, how they load into memory,
+how they are preprocessed."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
 from torchvision import datasets as tv
 
-from drmm_lightning.data.image_folder import load_image_folder
-from drmm_lightning.data.images import ImageData
-from drmm_lightning.data.root import missing_files, network_available, not_found_error
+from .image_folder import load_image_folder
+from .images import ImageData
+from .root import missing_files, network_available, not_found_error
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -26,7 +28,8 @@ _CIFAR10_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batc
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A named data set: its torchvision class, its files under the root, its preprocessing defaults."""
+    """A named data set: its torchvision class, its files under the root,
+    its preprocessing defaults."""
 
     torchvision_class: type | None  # None: an ImageFolder tree given by a path, never downloaded
     folder: str
@@ -41,13 +44,13 @@ class DatasetSpec:
     stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
-def _mnist_like(torchvision_class: type, mean: float, std: float) -> DatasetSpec:
+def _mnist_like(torchvision_class: Any, mean: float, std: float) -> DatasetSpec:
     """MNIST and Fashion-MNIST share their file names, layout and preprocessing."""
     return DatasetSpec(
         torchvision_class=torchvision_class,
         folder=f"{torchvision_class.__name__}/raw",
         files=_MNIST_FILES,
-        host=urlparse(torchvision_class.mirrors[0]).hostname,
+        host=urlparse(torchvision_class.mirrors[0]).hostname or "",
         num_classes=10,
         stats=((mean,), (std,)),
     )
@@ -112,7 +115,8 @@ def ensure_files(name: str, location: Path, download: bool) -> None:
 
 
 def load_dataset(name: str, location: Path, download: bool = True) -> tuple[ImageData, ImageData]:
-    """The (train, test) splits of `name` as in-memory uint8 tensors; `location` is the root or folder."""
+    """The (train, test) splits of `name` as in-memory uint8 tensors;
+    `location` is the root or folder."""
     ensure_files(name, location, download)
     if name == "image_folder":
         train, test = load_image_folder(location / "train"), load_image_folder(location / "test")
@@ -124,13 +128,14 @@ def load_dataset(name: str, location: Path, download: bool = True) -> tuple[Imag
         return train, test
     spec = DATASETS[name]
     directory = location / spec.folder
+    reader = spec.torchvision_class
+    assert reader is not None  # only image_folder has none, and it returned above
     if spec.files == _MNIST_FILES:
         for file in spec.files:
             check_idx_file(directory / file)
     try:
-        return _from_torchvision(spec.torchvision_class(location, train=True)), _from_torchvision(
-            spec.torchvision_class(location, train=False)
-        )
+        train_set, test_set = reader(location, train=True), reader(location, train=False)
+        return _from_torchvision(train_set), _from_torchvision(test_set)
     except Exception as error:  # a torchvision reader's own error does not name the file
         raise ValueError(
             f"Cannot read the {name} files in {directory} ({type(error).__name__}: {error}); one "

@@ -1,4 +1,5 @@
-"""Decode an ImageFolder tree once into uint8 tensors and cache them outside the (maybe read-only) data root."""
+"""Decode an ImageFolder tree once into uint8 tensors and cache them
+outside the (maybe read-only) data root."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 from torchvision.io import ImageReadMode, decode_image
 
-from drmm_lightning.data.images import ImageData
+from .images import ImageData
 
 
 def cache_dir() -> Path:
@@ -19,7 +20,8 @@ def cache_dir() -> Path:
 
 
 def load_image_folder(directory: Path) -> ImageData:
-    """All images under `directory`/<class>/, decoded to one uint8 tensor; cached by path, count and mtime."""
+    """All images under `directory`/<class>/, decoded to one uint8 tensor;
+    cached by path, count and mtime."""
     directory = directory.resolve()
     class_names, class_to_index = find_classes(directory)
     files = make_dataset(directory, class_to_index, extensions=IMG_EXTENSIONS)

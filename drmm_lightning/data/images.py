@@ -71,7 +71,8 @@ class UnlabeledImages(Dataset):
 
 
 class StreamBatches(Dataset):
-    """Named streams fetched together: `ds[{"labeled": p, "unlabeled": q}]` gives one training batch."""
+    """Named streams fetched together:
+    `ds[{"labeled": p, "unlabeled": q}]` gives one training batch."""
 
     def __init__(self, streams: dict[str, Dataset]) -> None:
         self.streams = streams

@@ -13,13 +13,17 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
+
+from .samplers import ShardedSampler, StreamSampler
 
 
 class ResumableLoader(DataLoader):
     """The training loader, with its place in the epoch in every checkpoint: Lightning saves the
     state of loaders that have state_dict/load_state_dict and restores it before iterating, so a
     run resumed mid-epoch trains on exactly the batches the uninterrupted run would have."""
+
+    sampler: ShardedSampler | StreamSampler
 
     def __init__(self, *args: Any, position: Callable[[], int], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -41,7 +45,7 @@ class DeviceLoader:
     def __init__(
         self,
         dataset: Dataset,
-        sampler: Sampler,
+        sampler: ShardedSampler | StreamSampler,
         device: torch.device,
         position: Callable[[], int] | None = None,
     ) -> None:
@@ -53,7 +57,7 @@ class DeviceLoader:
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[Any]:
-        batches = list(self.sampler)  # this epoch's index batches (after a resume's skip)
+        batches: list[Any] = list(self.sampler)  # this epoch's index batches (resume skipped)
         if not batches:
             return
         if isinstance(batches[0], dict):

@@ -14,7 +14,8 @@ class DataNotFoundError(FileNotFoundError, ValueError):
 
 
 def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
-    """The data root: `root` if given, else $DRMM_DATA_DIR, else `data/` under the working directory."""
+    """The data root: `root` if given, else $DRMM_DATA_DIR,
+    else `data/` under the working directory."""
     return Path(root or os.environ.get("DRMM_DATA_DIR") or "data").expanduser().absolute()
 
 

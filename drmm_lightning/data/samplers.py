@@ -1,4 +1,5 @@
-"""Index-batch samplers: each epoch one permutation drawn from (seed, epoch) on every rank, sliced per rank."""
+"""Index-batch samplers: each epoch one permutation drawn from (seed, epoch) on every rank,
+sliced per rank."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from torch.utils.data import Sampler
 
 
 class ShardedSampler(Sampler[Tensor]):
-    """Batches of positions in a stream of `size` items for one rank, `num_samples` items per epoch in all.
+    """Batches of positions in a stream of `size` items for one rank,
+    `num_samples` items per epoch in all.
 
-    Every rank draws the same order from (seed, stream, epoch): fresh permutations of the stream, one
-    after the other, as many as `num_samples` needs (a small labeled set is re-drawn, reshuffled, each
-    pass). The order is padded to a multiple of `world_size`, and rank r takes every world_size-th item
-    from position r: the ranks take disjoint parts of one epoch's order, each the same number of items.
+    Every rank draws the same order from (seed, stream, epoch): fresh permutations of the stream,
+    one after the other, as many as `num_samples` needs (a small labeled set is re-drawn,
+    reshuffled, each pass). The order is padded to a multiple of `world_size`, and rank r takes
+    every world_size-th item from position r: the ranks take disjoint parts of one epoch's order,
+    each the same number of items.
     """
 
     def __init__(

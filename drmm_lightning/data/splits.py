@@ -1,4 +1,5 @@
-"""Seeded, class-balanced labeled subsets, the unlabeled pool and the validation split, saved for resume."""
+"""Seeded, class-balanced labeled subsets, the unlabeled pool and the validation split,
+saved for resume."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ INDEX_FILE = "labeled_indices.json"
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """What a split is drawn from; a saved split is reused only if it was drawn for the same values."""
+    """What a split is drawn from;
+    a saved split is reused only if it was drawn for the same values."""
 
     dataset: str
     num_labeled: int
@@ -27,7 +29,8 @@ class SplitConfig:
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """Sorted indices into the training set: `labeled` and `unlabeled` are drawn from the images outside `val`."""
+    """Sorted indices into the training set:
+    `labeled` and `unlabeled` are drawn from the images outside `val`."""
 
     labeled: Tensor
     unlabeled: Tensor
@@ -39,13 +42,14 @@ def check_num_labeled(num_labeled: int, num_classes: int, dataset: str) -> None:
     if num_labeled < 1 or num_labeled % num_classes:
         raise ValueError(
             f"num_labeled={num_labeled} is not a positive multiple of the {num_classes} classes of "
-            f"'{dataset}': the labeled subset is class-balanced, num_labeled / {num_classes} images "
-            f"per class. Use a multiple of {num_classes}."
+            f"'{dataset}': the labeled subset is class-balanced, num_labeled / {num_classes} "
+            f"images per class. Use a multiple of {num_classes}."
         )
 
 
 def draw_split(config: SplitConfig, labels: Tensor, class_names: tuple[str, ...]) -> Split:
-    """Carve out the validation images, then draw the labeled subset and the unlabeled pool, all from `seed`."""
+    """Carve out the validation images,
+    then draw the labeled subset and the unlabeled pool, all from `seed`."""
     check_num_labeled(config.num_labeled, len(class_names), config.dataset)
     generator = torch.Generator().manual_seed(config.seed)
     val, pool = _carve_val(config, len(labels), generator)
@@ -71,7 +75,8 @@ def _draw_labeled(
     class_names: tuple[str, ...],
     generator: torch.Generator,
 ) -> Tensor:
-    """num_labeled / C images of each class from the pool; the whole pool if num_labeled is its size."""
+    """num_labeled / C images of each class from the pool;
+    the whole pool if num_labeled is its size."""
     if config.num_labeled > len(pool):
         raise ValueError(
             f"num_labeled={config.num_labeled} is larger than the {len(pool)} training images of "
@@ -95,7 +100,8 @@ def _draw_labeled(
 
 
 def _draw_unlabeled(config: SplitConfig, pool: Tensor, generator: torch.Generator) -> Tensor:
-    """The whole pool (the labeled images included, as in the paper), or num_unlabeled images of it."""
+    """The whole pool (the labeled images included, as in the paper),
+    or num_unlabeled images of it."""
     if config.num_unlabeled is None:
         return pool
     if not 1 <= config.num_unlabeled <= len(pool):
@@ -116,7 +122,8 @@ def split_to_record(config: SplitConfig, split: Split) -> dict:
 
 
 def split_from_record(record: dict, config: SplitConfig, train_size: int, source: str) -> Split:
-    """The split saved in `record` (from `source`), if it was drawn for `config`; else a ValueError."""
+    """The split saved in `record` (from `source`), if it was drawn for `config`;
+    else a ValueError."""
     keys = ("dataset", "num_labeled", "val_size", "num_unlabeled")
     wanted = asdict(config)
     differ = [

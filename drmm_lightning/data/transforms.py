@@ -1,4 +1,5 @@
-"""Batch-wise preprocessing on whatever device the batch is on: uint8 to float, normalise, augment."""
+"""Batch-wise preprocessing on whatever device the batch is on:
+uint8 to float, normalise, augment."""
 
 from __future__ import annotations
 
@@ -11,19 +12,19 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class BatchTransform:
-    """Scale uint8 pixels to [0, 1], then normalise per channel if `mean` is set; augment training batches."""
+    """Scale uint8 pixels to [0, 1], then normalise per channel if `mean` is set;
+    augment training batches."""
 
     mean: tuple[float, ...] | None = None  # None: no normalisation, pixels stay in [0, 1]
     std: tuple[float, ...] | None = None
-    max_shift: int = (
-        0  # training batches: random translation by up to this many pixels (reflect padding)
-    )
+    # training batches: random translation by up to this many pixels (reflect padding)
+    max_shift: int = 0
     hflip: bool = False  # training batches: random horizontal flip with probability 1/2
 
     def __call__(self, images: Tensor, train: bool) -> Tensor:
         """The float32 batch for a uint8 batch (B, C, H, W); augmented only if `train`."""
         x = images.float() / 255
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:  # set together (DataModule)
             x = (x - self._per_channel(self.mean, x)) / self._per_channel(self.std, x)
         if train and self.max_shift:
             x = random_translate(x, self.max_shift)
@@ -33,7 +34,7 @@ class BatchTransform:
 
     def denormalize(self, x: Tensor) -> Tensor:
         """Back to pixel values in [0, 1], for showing images and renderings."""
-        if self.mean is None:
+        if self.mean is None or self.std is None:
             return x
         return x * self._per_channel(self.std, x) + self._per_channel(self.mean, x)
 
@@ -43,7 +44,8 @@ class BatchTransform:
 
 
 def random_translate(x: Tensor, max_shift: int) -> Tensor:
-    """Shift each image by its own random (dy, dx) in [-max_shift, max_shift], filling by reflection."""
+    """Shift each image by its own random (dy, dx) in [-max_shift, max_shift],
+    filling by reflection."""
     batch, _, height, width = x.shape
     padded = F.pad(x, (max_shift,) * 4, mode="reflect").permute(0, 2, 3, 1)  # (B, H', W', C)
     offsets = torch.randint(0, 2 * max_shift + 1, (2, batch, 1), device=x.device)

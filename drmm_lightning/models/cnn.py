@@ -28,7 +28,7 @@ def plain_cnn(model: DRMM) -> nn.Sequential:
     """Conv2d / BatchNorm2d / ReLU / MaxPool2d / AdaptiveAvgPool2d / Linear modules that hold
     (share, not copy) the model's parameters; its logits equal `model.infer(x).logits`."""
     modules: list[nn.Module] = []
-    for layer in model.layers:
+    for layer in model.rendering_layers:
         modules += [layer.conv, layer.norm or nn.Identity(), nn.ReLU()]
         pool = layer.spec.pool
         modules.append(

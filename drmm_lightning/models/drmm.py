@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -139,6 +140,11 @@ class DRMM(nn.Module):
         self.classifier = self.make_top(num_classes)
 
     @property
+    def rendering_layers(self) -> list[RenderingLayer]:
+        """The rendering layers Lambda^(1), ..., Lambda^(L), bottom to top."""
+        return cast("list[RenderingLayer]", list(self.layers))
+
+    @property
     def top_dim(self) -> int:
         """Number of units in the top feature map I^(L)."""
         return math.prod(self.feature_shape)
@@ -151,7 +157,7 @@ class DRMM(nn.Module):
     def bottom_up(self, x: Tensor) -> tuple[list[Tensor], list[Switches]]:
         """Fine-to-coarse pass through the rendering layers (Eq. 9): every I^(l) and switches."""
         hidden, switches = [], []
-        for layer in self.layers:
+        for layer in self.rendering_layers:
             x, sw = layer.bottom_up(x)
             hidden.append(x)
             switches.append(sw)
@@ -200,13 +206,14 @@ class DRMM(nn.Module):
 
     def sampled_inference(self, batch: int, generator: torch.Generator | None) -> Inference:
         """An Inference holding switches drawn from the priors instead of inferred ones."""
-        switches = [layer.sample_switches(batch, generator) for layer in self.layers]
+        switches = [layer.sample_switches(batch, generator) for layer in self.rendering_layers]
         empty = self.log_sigma2.new_empty(batch, 0)
         return Inference(empty, empty, switches)
 
     def drop_switches(self, inference: Inference, p: float) -> Inference:
         """The inference with each switch replaced by a draw from its prior with probability p."""
-        switches = [layer.drop_switches(s, p) for layer, s in zip(self.layers, inference.switches)]
+        layers = self.rendering_layers
+        switches = [layer.drop_switches(s, p) for layer, s in zip(layers, inference.switches)]
         return Inference(
             inference.logits, inference.features, switches, inference.code, inference.hidden
         )
@@ -221,15 +228,16 @@ class DRMM(nn.Module):
         z = self.top_template(inference, classes)
         templates = []
         exact = self.top_down is None
-        for i in reversed(range(len(self.layers))):
+        layers = self.rendering_layers
+        for i in reversed(range(len(layers))):
             if self.nonneg_render:
                 z = F.relu(z)
             templates.append(z)
             switches = inference.switches[i]
             if i < self.prior_layers:  # the prior mean switches E[g], not the image's
-                z = self.layers[i].render_expected(z, switches.scale, self.leak, fold_gain=exact)
+                z = layers[i].render_expected(z, switches.scale, self.leak, fold_gain=exact)
             else:
-                z = self.layers[i].render(z, switches, self.leak, fold_gain=exact)
+                z = layers[i].render(z, switches, self.leak, fold_gain=exact)
             if self.top_down is not None:
                 z = self.top_down[i](z)
         return Rendering(self.log_sigma2.exp() * z, templates)

@@ -96,5 +96,6 @@ class DRFM(DRMM):
     def top_template(self, inference: Inference, classes: Tensor | None) -> Tensor:
         """z^(L): the class template when classes are given, else Lambda_top E[z | I]."""
         if classes is None:
+            assert inference.code is not None  # set by DRFM.infer and DRFM.sample
             return self.render_code(inference.code)
         return self.templates(classes)

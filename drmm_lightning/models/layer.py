@@ -85,7 +85,7 @@ def unpool(z: Tensor, t: Tensor, size: tuple[int, int]) -> Tensor:
     under autocast and returns its gradient channels-first, which slows what comes below)."""
     if not (z.dim() == 4 and z.is_contiguous(memory_format=torch.channels_last)):
         with torch.autocast(z.device.type, enabled=False):
-            return F.max_unpool2d(z, t, 2, output_size=size)
+            return F.max_unpool2d(z, t, (2, 2), output_size=size)
     b, k, h, w = z.shape
     values = z.permute(0, 2, 3, 1).reshape(b, h * w, k)
     where = t.permute(0, 2, 3, 1).reshape(b, h * w, k)
@@ -98,6 +98,9 @@ class RenderingLayer(nn.Module):
 
     prior_momentum = 0.01  # the authors' EMA of the switch statistics (decay 0.99)
     prior_batch = 32  # images of each training batch that update the priors
+    norm: nn.BatchNorm2d | None
+    prior_a: Tensor  # buffer (K, H, W): P(a = ON) per unit
+    prior_t: Tensor  # buffer (K, H, W, 4), max-pooling layers only: P(t) over each window
 
     def __init__(self, spec: LayerSpec, input_size: int) -> None:
         super().__init__()
@@ -132,6 +135,7 @@ class RenderingLayer(nn.Module):
             return s, None
         if norm.training and type(norm) is nn.BatchNorm2d and norm.track_running_stats:
             # BatchNorm2d.forward in one pass that also returns the batch's 1/sqrt(var + eps).
+            assert norm.num_batches_tracked is not None  # kept when track_running_stats is set
             norm.num_batches_tracked.add_(1)
             momentum = norm.momentum
             if momentum is None:  # cumulative moving average
@@ -159,6 +163,7 @@ class RenderingLayer(nn.Module):
         norm = self.norm
         if norm is None:
             return None
+        assert norm.running_var is not None  # the layer's BatchNorm2d tracks running statistics
         invstd = torch.rsqrt(norm.running_var + norm.eps)
         return invstd if norm.weight is None else norm.weight * invstd
 
@@ -215,7 +220,10 @@ class RenderingLayer(nn.Module):
         (switch dropout): the rendering then cannot rely on every switch of the image."""
         drawn = self.sample_switches(len(switches.a))
         drop = torch.rand(switches.a.shape, device=switches.a.device) < p
-        t = None if switches.t is None else torch.where(drop, drawn.t, switches.t)
+        t = None
+        if switches.t is not None:  # a max-pooling layer: its prior draws t as well
+            assert drawn.t is not None
+            t = torch.where(drop, drawn.t, switches.t)
         return Switches(torch.where(drop, drawn.a, switches.a), t, switches.size, switches.scale)
 
     def render_expected(
@@ -257,6 +265,7 @@ class RenderingLayer(nn.Module):
         if leak:
             mask = mask + leak * (1 - mask)
         if pool == "max":
+            assert switches.t is not None  # max-pooling layers record their switches t
             z = unpool(z * mask, switches.t, switches.size)
         elif pool == "mean":
             h, w = switches.size

@@ -84,4 +84,4 @@ def class_balance_kl(logits: Tensor, prior: Tensor | None = None) -> Tensor:
 def nonneg_penalty(templates: Sequence[Tensor]) -> Tensor:
     """NN-DRMM penalty: sum over layers of mean(ReLU(-z^(l))^2) on the intermediate rendered
     templates (the authors' "sign cost"); zero exactly when every z^(l) >= 0."""
-    return sum(z.clamp(max=0).square().mean() for z in templates)
+    return sum((z.clamp(max=0).square().mean() for z in templates), templates[0].new_zeros(()))

@@ -51,7 +51,7 @@ def render_every_class(
         classes = torch.full((batch,), c, dtype=torch.long, device=device)
         switches = (
             class_estep(model, images, inference, classes, estep_steps)
-            if estep_steps
+            if estep_steps and images is not None
             else inference
         )
         renders.append(model.render(switches, classes).image)

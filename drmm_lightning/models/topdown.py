@@ -16,6 +16,8 @@ class ChannelRMSNorm(nn.Module):
     """z * gain_c / rms_c(z) (+ bias_c): the root mean square per channel over the batch and
     positions in training (a running average in evaluation, as batch norm's variance)."""
 
+    running_ms: Tensor  # buffer (channels,): running mean square
+
     def __init__(
         self, channels: int, bias: bool = False, momentum: float = 0.1, eps: float = 1e-5
     ) -> None:

@@ -71,6 +71,7 @@ def format_cell(cell: Cell, stats: dict[str, Any] | None) -> str:
 def preset_model(preset: str) -> str:
     """The architecture a preset selects (conf/experiment/paper/_<row>.yaml)."""
     base = OmegaConf.load(CONF_DIR / "experiment" / "paper" / f"_{preset.rsplit('_', 1)[0]}.yaml")
+    assert isinstance(base, DictConfig)  # a preset is a mapping
     entries = [e for e in base.get("defaults", []) if isinstance(e, DictConfig)]
     return next((e["override /model"] for e in entries if "override /model" in e), "")
 

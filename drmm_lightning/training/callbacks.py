@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import lightning as L
 import torch
@@ -13,6 +14,15 @@ from torchvision.utils import save_image
 
 from ..models import reconstruction_error
 from ..viz import grids
+
+if TYPE_CHECKING:
+    from .module import DRMMLitModule
+
+
+def datamodule_of(trainer: L.Trainer) -> L.LightningDataModule | None:
+    """The DataModule the trainer runs on, if any."""
+    # set by Lightning's data connector; the Trainer class does not declare the attribute
+    return trainer.datamodule  # type: ignore[attr-defined]
 
 
 def log_image_grid(trainer: L.Trainer, key: str, grid: torch.Tensor, caption: str) -> Path | None:
@@ -54,16 +64,17 @@ class GenerativeImages(L.Callback):
 
     @torch.no_grad()
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or trainer.datamodule is None:
+        datamodule = datamodule_of(trainer)
+        if trainer.sanity_checking or not trainer.is_global_zero or datamodule is None:
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        model = pl_module.net
+        model = cast("DRMMLitModule", pl_module).net
         for kind in self.what:
             if kind == "reconstructions":
-                x, y = next(iter(trainer.datamodule.val_dataloader()))
+                x, y = next(iter(datamodule.val_dataloader()))
                 batch = (x[: self.num_images].to(pl_module.device), y[: self.num_images])
-                images = trainer.datamodule.on_after_batch_transfer(batch, 0)[0]
+                images = datamodule.on_after_batch_transfer(batch, 0)[0]
                 picture = grids.reconstructions(model, images, nrow=min(8, len(images)))
             elif kind == "samples":
                 generator = torch.Generator(pl_module.device).manual_seed(0)
@@ -91,21 +102,23 @@ class TestCurve(L.Callback):
 
     @torch.no_grad()
     def record(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero or trainer.datamodule is None:
+        datamodule = datamodule_of(trainer)
+        if not trainer.is_global_zero or datamodule is None:
             return
+        module = cast("DRMMLitModule", pl_module)
         was_training = pl_module.training
         pl_module.eval()
         wrong = total = 0
         squared_error = 0.0
-        for x, y in trainer.datamodule.test_dataloader():
-            x, y = trainer.datamodule.on_after_batch_transfer(
+        for x, y in datamodule.test_dataloader():
+            x, y = datamodule.on_after_batch_transfer(
                 (x.to(pl_module.device), y.to(pl_module.device)), 0
             )
-            inference = pl_module.net.infer(x)
-            rendered = pl_module.net.render(inference).image
+            inference = module.net.infer(x)
+            rendered = module.net.render(inference).image
             wrong += (inference.logits.argmax(1) != y).sum().item()
             total += len(y)
-            squared_error += len(y) * reconstruction_error(x, rendered, pl_module.pixel_std).item()
+            squared_error += len(y) * reconstruction_error(x, rendered, module.pixel_std).item()
         pl_module.train(was_training)
         steps_per_epoch = max(trainer.num_training_batches, 1)
         line = {

@@ -133,7 +133,7 @@ class DRMMLitModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """EG step: E-step on the labeled and unlabeled images, G-step on the weighted terms."""
         labeled, unlabeled = batch.get("labeled"), batch.get("unlabeled")
-        if self.hparams.channels_last:
+        if self.hparams["channels_last"]:
             labeled = None if labeled is None else (to_channels_last(labeled[0]), labeled[1])
             unlabeled = None if unlabeled is None else to_channels_last(unlabeled)
         out = self._step(self.net, labeled, unlabeled)
@@ -151,8 +151,10 @@ class DRMMLitModule(L.LightningModule):
             batch_size=n,
             sync_dist=True,
         )
-        every = self.hparams.diagnostics_every
+        every = self.hparams["diagnostics_every"]
         if every and out.rendered is not None and self.global_step % every == 0:
+            # the step renders its generative images and their templates together
+            assert out.generative_images is not None and out.templates is not None
             self.log_dict(
                 render_diagnostics(out.generative_images, out.rendered, out.templates),
                 on_step=True,
@@ -177,7 +179,7 @@ class DRMMLitModule(L.LightningModule):
         values = torch.stack([loss.detach().float(), *(v.float() for v in terms.values())])
         watched = Watched(self.global_step, self.current_epoch, tuple(terms), values)
         self._watched.append(watched)
-        if len(self._watched) >= self.hparams.check_every:
+        if len(self._watched) >= self.hparams["check_every"]:
             self.run_checks()
 
     def run_checks(self) -> None:
@@ -200,7 +202,7 @@ class DRMMLitModule(L.LightningModule):
     ) -> None:
         """Stop a run whose loss explodes without becoming NaN (e.g. a learning rate far too
         high), naming the step and the largest term (see `divergence`)."""
-        guard = self.hparams.divergence
+        guard = self.hparams["divergence"]
         if not guard:
             return
         value = abs(loss)
@@ -251,7 +253,7 @@ class DRMMLitModule(L.LightningModule):
         """Log the loss, the reconstruction error (rendered from the inferred class, in [0, 1]
         pixel units) and, if asked, render-argmin accuracy; returns the logits."""
         x, y = batch
-        if self.hparams.channels_last:
+        if self.hparams["channels_last"]:
             x = to_channels_last(x)
         n = len(y)
         inference = self.net.infer(x)
@@ -260,8 +262,8 @@ class DRMMLitModule(L.LightningModule):
         rec_metric(reconstruction_error(x, rendered, self.pixel_std))
         self.log(f"{stage}/loss", cross_entropy(inference.logits, y), on_epoch=True, batch_size=n)
         self.log(f"{stage}/reconstruction", rec_metric, on_epoch=True, batch_size=n)
-        if self.hparams.render_argmin and self.net.num_classes > 1:
-            best = render_argmin(self.net, inference, x, self.hparams.render_argmin_estep)
+        if self.hparams["render_argmin"] and self.net.num_classes > 1:
+            best = render_argmin(self.net, inference, x, self.hparams["render_argmin_estep"])
             argmin, agree = (
                 (self.val_argmin, self.val_agree)
                 if stage == "val"
@@ -318,16 +320,16 @@ class DRMMLitModule(L.LightningModule):
     def build_optimizers(self, total_steps: Callable[[], int]) -> Any:
         """The configured optimizer (default Adam 1e-3) and scheduler; schedulers that take
         `total_steps` get the run's number of optimizer steps (asked for only then)."""
-        make_opt = self.hparams.optimizer or (lambda params: torch.optim.Adam(params, lr=1e-3))
+        make_opt = self.hparams["optimizer"] or (lambda params: torch.optim.Adam(params, lr=1e-3))
         optimizer = make_opt(params=self.parameters())
-        make_scheduler = self.hparams.scheduler
+        make_scheduler = self.hparams["scheduler"]
         if make_scheduler is None:
             return optimizer
         wants_steps = "total_steps" in inspect.signature(make_scheduler).parameters
         scheduler = make_scheduler(
             optimizer=optimizer, **({"total_steps": total_steps()} if wants_steps else {})
         )
-        interval = self.hparams.scheduler_interval
+        interval = self.hparams["scheduler_interval"]
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": interval},

@@ -179,10 +179,10 @@ class EGObjective:
         guess = logits[n_lab:] if self.posterior_grad else logits[n_lab:].detach()
         if self.estep == "soft":
             guess = F.softmax(guess, dim=1)
-            known = F.one_hot(labels, logits.shape[1]).to(guess) if n_lab else guess[:0]
+            known = guess[:0] if labels is None else F.one_hot(labels, logits.shape[1]).to(guess)
         else:
             guess = guess.argmax(dim=1)
-            known = labels if n_lab else guess[:0]
+            known = guess[:0] if labels is None else labels
         return torch.cat([known, guess])
 
     def generative_slice(self, num_labeled: int, total: int) -> slice:
@@ -214,6 +214,7 @@ class EGObjective:
             log_lik = -scale * errors  # (n, C): log p(I | c, g) + const
             if w.render_ce > 0:
                 if stream == "labeled":
+                    assert labels is not None  # the labeled rows are empty without labels
                     target = labels[rows]
                 else:  # the class the hard E-step renders an unlabeled image from
                     target = inference.logits[rows].detach().argmax(1)
@@ -248,7 +249,7 @@ class EGObjective:
         logits = inference.logits
         terms: dict[str, Tensor] = {}
         loss = logits.new_zeros(())
-        if n_lab and w.cross_entropy > 0:
+        if labels is not None and n_lab and w.cross_entropy > 0:
             terms["cross_entropy"] = cross_entropy(logits[:n_lab], labels)
             loss = loss + w.cross_entropy * terms["cross_entropy"]
         part = self.generative_slice(n_lab, len(x))

@@ -48,7 +48,7 @@ def samples(
 
 def filters(model: DRMM) -> Tensor:
     """The first layer's filters (its rendering templates), one tile per filter and channel."""
-    weight = model.layers[0].conv.weight.detach()
+    weight = model.rendering_layers[0].conv.weight.detach()
     if weight.shape[1] != 3:
         weight = weight.flatten(0, 1)[:, None]
     return grid(weight, nrow=min(16, len(weight)))
