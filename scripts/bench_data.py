@@ -27,6 +27,7 @@ def data_images_per_second(dm: DRMMDataModule, device: str | torch.device = "cpu
     start = time.perf_counter()
     for batch in loader:
         batch = dm.on_after_batch_transfer(dm.transfer_batch_to_device(batch, device, 0), 0)
+        assert isinstance(batch, dict)  # a training batch: one entry per stream
         images += sum(len(part[0] if isinstance(part, tuple) else part) for part in batch.values())
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -38,6 +39,7 @@ def drmm5_images_per_second(dm: DRMMDataModule, device: torch.device, steps: int
     batch = dm.on_after_batch_transfer(
         dm.transfer_batch_to_device(next(iter(dm.train_dataloader())), device, 0), 0
     )
+    assert isinstance(batch, dict)  # a training batch: one entry per stream
     model = build_model("drmm5", dm.in_channels, dm.num_classes, dm.image_size).to(device)
     objective, optimizer = EGObjective(), torch.optim.Adam(model.parameters(), 1e-3)
 

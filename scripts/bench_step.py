@@ -34,6 +34,7 @@ from drmm_lightning.cli.config import CONF_DIR
 from drmm_lightning.cli.train import build_module
 from drmm_lightning.models import cross_entropy
 from drmm_lightning.models.cnn import plain_cnn
+from drmm_lightning.training import DRMMLitModule
 
 SETTINGS = {  # name: (channels_last, bf16, compile)
     "fp32": (False, False, False),
@@ -84,7 +85,7 @@ def matmul_gflops(dtype: torch.dtype, device: torch.device, n: int = 2048) -> fl
     return 2 * n**3 / median_ms(lambda: a @ b, device, 10, 3) / 1e6
 
 
-def default_module(overrides: list[str]) -> torch.nn.Module:
+def default_module(overrides: list[str]) -> DRMMLitModule:
     """The LightningModule of the default experiment (conf/train.yaml) for MNIST's shape."""
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
@@ -95,13 +96,16 @@ def default_module(overrides: list[str]) -> torch.nn.Module:
 
 
 def make_steps(
-    module: torch.nn.Module, setting: tuple[bool, bool, bool], device: torch.device, batch: int
+    module: DRMMLitModule, setting: tuple[bool, bool, bool], device: torch.device, batch: int
 ) -> dict[str, Callable[[], object]]:
     """The EG and CNN training steps under one setting, on a fixed batch of images."""
     channels_last, bf16, compiled = setting
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    net = copy.deepcopy(module.net).to(device, memory_format=layout)
-    cnn = plain_cnn(copy.deepcopy(net)).to(device, memory_format=layout)
+    # Module.to takes a device and a memory format together; torch's overloads omit the pair
+    net = copy.deepcopy(module.net)
+    net = net.to(device, memory_format=layout)  # type: ignore[call-overload]
+    cnn = plain_cnn(copy.deepcopy(net))
+    cnn = cnn.to(device, memory_format=layout)  # type: ignore[call-overload]
     x = torch.randn(2 * batch, 1, 28, 28, device=device).contiguous(memory_format=layout)
     y = torch.randint(0, 10, (2 * batch,), device=device)
     objective = module.objective.__call__

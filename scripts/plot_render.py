@@ -20,7 +20,7 @@ KEYS = ["train/reconstruction_step", "render/cosine", "render/norm_ratio", "trai
 
 def main(argv: list[str]) -> None:
     args = dict(a.split("=", 1) for a in argv)
-    runs = {}
+    runs: dict[str, str | Path] = {}
     for results in sorted(Path(args.get("runs", "outputs/ablation")).rglob("results.json")):
         record = json.loads(results.read_text())
         if "seed" in args and str(record.get("seed")) != args["seed"]:

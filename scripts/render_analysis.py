@@ -37,7 +37,7 @@ def analyse(
     prior_layers: int | None = None,
     estep_steps: int = 0,
     batch: int = 250,
-) -> dict[str, float]:
+) -> dict[str, float | str]:
     """The numbers above for the first `num_images` images of the checkpoint's data."""
     model, datamodule, _ = load_run(Path(ckpt), {"index_dir": None})
     net = model.net

@@ -9,13 +9,13 @@ from unittest.mock import patch
 import pytest
 import torch
 
-from drmm_lightning.models import build_model, render_every_class
+from drmm_lightning.models import DRMM, build_model, render_every_class
 from drmm_lightning.models.posterior import class_estep, render_argmin
 from drmm_lightning.training import DRMMLitModule
 from drmm_lightning.training.objective import EGObjective
 
 
-def _model(**kwargs) -> torch.nn.Module:
+def _model(**kwargs) -> DRMM:
     torch.manual_seed(0)
     model = build_model("drmm5_nrm", render_path="normalized", leak=0.1, **kwargs)
     model.train()
@@ -54,10 +54,10 @@ def test_prior_layers_render_the_lowest_layers_from_the_prior_mean(prior_layers:
 def test_prior_mean_switches_are_the_expectation_of_sampled_ones() -> None:
     torch.manual_seed(0)
     model = build_model("drmm2", render_path="adjoint").eval()
-    layer = model.layers[0]
+    layer = model.rendering_layers[0]
     layer.prior_a.uniform_(0.1, 0.9)
     layer.prior_t.copy_(torch.softmax(torch.randn_like(layer.prior_t), dim=-1))
-    z = torch.randn(1, *model.layers[1].conv.weight.shape[1:2], 12, 12)
+    z = torch.randn(1, *model.rendering_layers[1].conv.weight.shape[1:2], 12, 12)
     expected = layer.render_expected(z, None).detach()
     draws = 4000
     sampled = layer.sample_switches(draws, torch.Generator().manual_seed(1))
@@ -101,13 +101,14 @@ def test_switch_dropout_draws_switches_from_the_priors_in_training_renders() -> 
     plain = EGObjective.from_config({})(model, None, x).rendered
     torch.manual_seed(1)
     dropped = EGObjective.from_config({"switch_dropout": 0.5})(model, None, x).rendered
+    assert plain is not None and dropped is not None
     assert not torch.allclose(plain, dropped)
     inference = model.infer(x)
     kept = model.drop_switches(inference, 0.0)
     assert all(torch.equal(a.a, b.a) for a, b in zip(kept.switches, inference.switches))
     redrawn = model.drop_switches(inference, 0.999)
     on = torch.stack([s.a.float().mean() for s in redrawn.switches])
-    prior = torch.stack([layer.prior_a.mean() for layer in model.layers])
+    prior = torch.stack([layer.prior_a.mean() for layer in model.rendering_layers])
     torch.testing.assert_close(on, prior, atol=0.05, rtol=0)
 
 

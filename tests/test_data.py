@@ -7,12 +7,14 @@ import json
 import math
 import time
 from types import SimpleNamespace
+from typing import Any, cast
 
 import lightning as L
 import pytest
 import torch
 from PIL import Image
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 import drmm_lightning.data.datasets as datasets_module
 import drmm_lightning.data.image_folder as image_folder_module
@@ -22,10 +24,12 @@ from drmm_lightning.data import (
     DRMMDataModule,
     ImageData,
     ShardedSampler,
+    StreamSampler,
     load_dataset,
     resolve_data_root,
 )
-from drmm_lightning.data.images import UnlabeledImages
+from drmm_lightning.data.images import LabeledImages, StreamBatches, UnlabeledImages
+from drmm_lightning.data.loaders import DeviceLoader
 from drmm_lightning.data.transforms import BatchTransform, random_translate
 
 NUM_CLASSES, PER_CLASS, SENTINEL = 4, 30, 77
@@ -52,21 +56,34 @@ def make_dm(name: str = "mnist", channels: int = 1, **overrides) -> DRMMDataModu
     return DRMMDataModule(name, data=(train, test), **(settings | overrides))
 
 
-def trainer_stub(rank: int = 0, world_size: int = 1, training: bool = True) -> SimpleNamespace:
-    """What the DataModule reads from a Lightning Trainer."""
-    return SimpleNamespace(
+def trainer_stub(rank: int = 0, world_size: int = 1, training: bool = True) -> L.Trainer:
+    """What the DataModule reads from a Lightning Trainer (typed as one: it stands in for it)."""
+    stub = SimpleNamespace(
         global_rank=rank,
         local_rank=rank,
         world_size=world_size,
         training=training,
         strategy=SimpleNamespace(root_device=torch.device("cpu")),
     )
+    return cast(L.Trainer, stub)
+
+
+def stream_sampler(loader: DataLoader | DeviceLoader) -> StreamSampler:
+    """The sampler of a training loader: one index batch per stream and step."""
+    assert isinstance(loader.sampler, StreamSampler)
+    return loader.sampler
+
+
+def stream_of(loader: DataLoader | DeviceLoader, name: str) -> Dataset:
+    """The data set of one named stream of a training loader."""
+    assert isinstance(loader.dataset, StreamBatches)
+    return loader.dataset.streams[name]
 
 
 def epoch(dm: DRMMDataModule, number: int = 0) -> list:
     """Every training batch of one epoch, after on_after_batch_transfer."""
     loader = dm.train_dataloader()
-    loader.sampler.set_epoch(number)
+    stream_sampler(loader).set_epoch(number)
     return [dm.on_after_batch_transfer(batch, 0) for batch in loader]
 
 
@@ -80,7 +97,7 @@ def test_unlabeled_stream_carries_no_labels() -> None:
     unlabeled_only[dm.labeled_indices] = False
     dm.train_data.labels[unlabeled_only] = SENTINEL  # a canary: any leak of these labels shows
     loader = dm.train_dataloader()
-    unlabeled_dataset = loader.dataset.streams["unlabeled"]
+    unlabeled_dataset = stream_of(loader, "unlabeled")
     assert isinstance(unlabeled_dataset, UnlabeledImages)
     assert not hasattr(unlabeled_dataset, "labels")
     assert all(
@@ -145,9 +162,8 @@ def test_state_dict_round_trip(tmp_path) -> None:
     with pytest.warns(UserWarning, match="replaces"):
         target.load_state_dict(json.loads(json.dumps(source.state_dict())))
     assert target.labeled_indices.equal(source.labeled_indices)
-    assert (
-        target.train_dataloader().dataset.streams["labeled"].indices.equal(source.labeled_indices)
-    )
+    labeled = stream_of(target.train_dataloader(), "labeled")
+    assert isinstance(labeled, LabeledImages) and labeled.indices.equal(source.labeled_indices)
     assert json.loads((tmp_path / INDEX_FILE).read_text())["seed"] == 3
 
 
@@ -168,7 +184,7 @@ def test_semi_sup_epoch_length_and_shapes() -> None:
 def test_sup_epoch_size_cycles_the_labeled_images() -> None:
     dm = make_dm(regime="sup", epoch_size=100)
     loader = dm.train_dataloader()
-    positions = torch.cat([batch["labeled"] for batch in loader.sampler])
+    positions = torch.cat([batch["labeled"] for batch in stream_sampler(loader)])
     assert len(loader) == 10 and torch.bincount(positions).tolist() == [5] * 20
     assert set(epoch(dm)[0]) == {"labeled"}
 
@@ -195,7 +211,8 @@ def test_batch_sizes_are_divided_across_ranks() -> None:
         batches = epoch(dm)
         assert len(batches) == math.ceil(120 / 16)
         assert all(len(b["labeled"][0]) == 5 for b in batches) and len(batches[0]["unlabeled"]) == 8
-        shards.append(torch.cat([b for b in dm.train_dataloader().sampler.samplers["unlabeled"]]))
+        sampler = stream_sampler(dm.train_dataloader())
+        shards.append(torch.cat([b for b in sampler.samplers["unlabeled"]]))
     assert not set(shards[0].tolist()) & set(shards[1].tolist())
     dm = make_dm(labeled_batch_size=10)
     dm.trainer = trainer_stub(0, world_size=3)
@@ -247,9 +264,11 @@ def test_cifar_normalisation_and_augmentation_on_training_batches_only() -> None
     assert abs(plain.mean()) < 0.5  # normalised, not in [0, 1]
     dm.trainer = trainer_stub(training=True)
     torch.manual_seed(0)
-    assert not dm.on_after_batch_transfer(batch, 0)["unlabeled"].equal(plain)
+    augmented = dm.on_after_batch_transfer(batch, 0)
+    assert isinstance(augmented, dict) and not augmented["unlabeled"].equal(plain)
     dm.trainer = trainer_stub(training=False)
-    assert dm.on_after_batch_transfer(batch, 0)["unlabeled"].equal(plain)
+    unaugmented = dm.on_after_batch_transfer(batch, 0)
+    assert isinstance(unaugmented, dict) and unaugmented["unlabeled"].equal(plain)
     x, y = next(iter(dm.test_dataloader()))
     assert dm.on_after_batch_transfer((x, y), 0)[0].equal(dm.transform(x, train=False))
     assert make_dm("cifar10", channels=3, augment=False).transform.max_shift == 0
@@ -286,11 +305,12 @@ class Recorder(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def quiet_trainer(tmp_path, max_epochs: int) -> L.Trainer:
-    """A small CPU Trainer as the CLI will build it (use_distributed_sampler=False)."""
+def quiet_trainer(tmp_path, max_epochs: int = 1, **overrides: Any) -> L.Trainer:
+    """A small CPU Trainer as the CLI will build it (use_distributed_sampler=False); two
+    training batches per epoch unless `overrides` say otherwise."""
+    settings: dict[str, Any] = {"max_epochs": max_epochs, "limit_train_batches": 2}
     return L.Trainer(
-        max_epochs=max_epochs,
-        limit_train_batches=2,
+        **(settings | overrides),
         accelerator="cpu",
         logger=False,
         enable_progress_bar=False,
@@ -309,6 +329,7 @@ def test_lightning_fit_uses_the_hooks_and_checkpoints_the_split(tmp_path) -> Non
     assert (
         set(train[0]) == {"labeled", "unlabeled"} and train[0]["unlabeled"].dtype == torch.float32
     )
+    assert trainer.train_dataloader is not None
     assert len(train) == 4 and trainer.train_dataloader.sampler.samplers["unlabeled"].epoch == 1
     x, _ = val[-1]  # validation batches are normalised but never augmented
     assert x.equal(dm.transform(dm.train_data.images[dm.split.val], train=False))
@@ -326,6 +347,7 @@ def test_lightning_resume_serves_the_checkpoints_split(tmp_path) -> None:
     with pytest.warns(UserWarning, match="replaces"):
         trainer = quiet_trainer(tmp_path, max_epochs=2)
         trainer.fit(Recorder(), datamodule=resumed, ckpt_path=tmp_path / "last.ckpt")
+    assert trainer.train_dataloader is not None
     assert trainer.train_dataloader.dataset.streams["labeled"].indices.equal(first.labeled_indices)
     saved = json.loads((tmp_path / "run2" / INDEX_FILE).read_text())
     assert saved["labeled"] == first.labeled_indices.tolist() and saved["seed"] == 0

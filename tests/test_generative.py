@@ -12,13 +12,13 @@ from PIL import Image
 from drmm_lightning.cli.render import render
 from drmm_lightning.cli.train import train
 from drmm_lightning.data import DRMMDataModule
-from drmm_lightning.models import build_model
+from drmm_lightning.models import DRMM, build_model
 from drmm_lightning.training import EGObjective
 
 from .conftest import make_config, require_data, tiny_config
 
 
-def trained_priors_model(name: str = "drmm5"):
+def trained_priors_model(name: str = "drmm5") -> DRMM:
     """A model whose switch priors moved away from their start (a few training-mode passes)."""
     torch.manual_seed(0)
     model = build_model(name)
@@ -50,13 +50,14 @@ def test_samples_differ_between_classes() -> None:
 
 def test_sampled_switches_respect_the_priors() -> None:
     model = trained_priors_model()
-    layer = model.layers[0]  # 32 5x5 full + 2x2 max-pool
+    layer = model.rendering_layers[0]  # 32 5x5 full + 2x2 max-pool
     layer.prior_a[:8] = 0.0  # channels 0-7 never on
     layer.prior_a[8:16] = 1.0  # channels 8-15 always on
     layer.prior_t.zero_()
     layer.prior_t[..., 3] = 1.0  # always the bottom-right position of each window
     switches = layer.sample_switches(6, torch.Generator().manual_seed(0))
     assert not switches.a[:, :8].any() and switches.a[:, 8:16].all()
+    assert switches.t is not None  # a max-pooling layer
     rows = switches.t.div(layer.conv_size, rounding_mode="floor")
     cols = switches.t % layer.conv_size
     assert ((rows % 2 == 1) & (cols % 2 == 1)).all()
@@ -66,7 +67,7 @@ def test_sampled_switches_respect_the_priors() -> None:
 
 
 def test_priors_track_the_inferred_switches() -> None:
-    layer = build_model("drmm2").train().layers[0]
+    layer = build_model("drmm2").train().rendering_layers[0]
     before_a, before_t = layer.prior_a.clone(), layer.prior_t.clone()
     _, switches = layer.bottom_up(torch.rand(32, 1, 28, 28))
     assert torch.allclose(

@@ -33,6 +33,7 @@ def random_model(name: str, channels: int, size: int, **kwargs) -> DRMM:
     model = build_model(name, channels, 10, size, **kwargs).double().eval()
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
+            assert module.running_mean is not None and module.running_var is not None
             module.running_mean.uniform_(-0.3, 0.3)
             module.running_var.uniform_(0.5, 2.0)
             nn.init.uniform_(module.weight, 0.5, 1.5)
@@ -46,7 +47,7 @@ def independent_cnn(model: DRMM) -> nn.Sequential:
     """An ordinary torch.nn CNN holding copies of the model's weights, built without the
     library's code (paddings from the names, not from LayerSpec)."""
     modules: list[nn.Module] = []
-    for layer in model.layers:
+    for layer in model.rendering_layers:
         spec = layer.spec
         conv = nn.Conv2d(
             spec.in_channels,
@@ -108,6 +109,7 @@ def test_training_mode_normalisation_matches_batchnorm() -> None:
     """The one-pass batch norm of a rendering layer is nn.BatchNorm2d, running statistics too."""
     torch.manual_seed(0)
     layer = RenderingLayer(LayerSpec(3, 8, 3, "same", "max"), input_size=10)
+    assert layer.norm is not None
     conv, norm = copy.deepcopy(layer.conv), copy.deepcopy(layer.norm)
     x = torch.randn(16, 3, 10, 10)
     for _ in range(2):
@@ -125,7 +127,7 @@ def test_plain_cnn_shares_weights() -> None:
     cnn = plain_cnn(model)
     torch.testing.assert_close(cnn(x), model(x))
     with torch.no_grad():  # shared, not copied: a change to the DRMM's weights shows in the CNN
-        model.layers[0].conv.weight.mul_(2.0)
+        model.rendering_layers[0].conv.weight.mul_(2.0)
         model.classifier.bias.add_(1.0)
     torch.testing.assert_close(cnn(x), model(x))
     drmm_params = {p.data_ptr() for p in model.parameters()}
@@ -159,8 +161,10 @@ def test_shallow_rmm_max_sum_matches_exhaustive_search() -> None:
     spec = LayerSpec(1, num_classes, 3, "valid", "max", batch_norm=False)
     model = DRMM([spec], num_classes, image_size=4).double()
     with torch.no_grad():
-        model.layers[0].conv.weight.copy_(mu[:, None] / sigma2)
-        model.layers[0].conv.bias.copy_(-mu.flatten(1).pow(2).sum(1) / (2 * sigma2))
+        conv = model.rendering_layers[0].conv
+        assert conv.bias is not None  # batch_norm=False: the conv keeps its bias
+        conv.weight.copy_(mu[:, None] / sigma2)
+        conv.bias.copy_(-mu.flatten(1).pow(2).sum(1) / (2 * sigma2))
         model.classifier.weight.copy_(torch.eye(num_classes))
         model.classifier.bias.zero_()
         model.log_sigma2.fill_(math.log(sigma2))
@@ -174,7 +178,7 @@ def test_shallow_rmm_max_sum_matches_exhaustive_search() -> None:
     configs = list(itertools.product(range(num_classes), itertools.product(range(2), range(2))))
     checked = 0
     for _ in range(300):
-        c0, g0 = configs[torch.randint(len(configs), ()).item()]
+        c0, g0 = configs[int(torch.randint(len(configs), ()).item())]
         image = placed(c0, g0) + 0.6 * torch.randn(4, 4, dtype=torch.double)
         # ln p(I | c, g, a) with Gaussian noise and uniform priors; a = 0 renders a blank image.
         score = {(c, g): -(image - placed(c, g)).pow(2).sum() / (2 * sigma2) for c, g in configs}
@@ -242,6 +246,7 @@ def test_nonneg_render_option_keeps_templates_nonnegative() -> None:
 
 def test_factor_posterior_mean_is_closed_form() -> None:
     model = random_model("drfm2", 1, 28)
+    assert isinstance(model, DRFM)
     with torch.no_grad():
         model.log_sigma2_top.fill_(math.log(0.7))
     features = torch.rand(6, model.top_dim, dtype=torch.double)
@@ -253,8 +258,10 @@ def test_factor_posterior_mean_is_closed_form() -> None:
 
 def test_factor_model_reconstructs_from_posterior_mean() -> None:
     model = random_model("rfm", 1, 28)
+    assert isinstance(model, DRFM)
     inference = model.infer(torch.randn(3, 1, 28, 28, dtype=torch.double))
     top = model.render(inference).templates[0]
+    assert inference.code is not None
     torch.testing.assert_close(top, (inference.code @ model.loadings.T).view_as(top))
 
 
@@ -265,6 +272,7 @@ def test_kl_term_sign_and_value() -> None:
     torch.testing.assert_close(kl_term(logits), entropy - math.log(10))
     # A gradient step on +kl_term sharpens the posteriors (the authors' sign).
     kl_term(logits).backward()
+    assert logits.grad is not None
     sharper = torch.softmax(logits - 0.5 * logits.grad, 1)
     assert -(sharper * sharper.log()).sum(1).mean() < entropy
 

@@ -40,6 +40,7 @@ def test_every_render_path_renders_the_input_shape(
         inference = model.infer(x)
         rendering = model.render(inference)
         assert rendering.image.shape == x.shape
+        assert inference.hidden is not None
         assert len(inference.hidden) == len(model.layers)
         for z in rendering.templates[1:]:  # z^(L-1) ... z^(1) have the bottom-up shapes
             assert z.shape in [h.shape for h in inference.hidden]
@@ -52,6 +53,7 @@ def test_normalized_path_has_its_own_top_down_norms_and_ties_the_convolutions() 
         n for n, _ in adjoint.named_parameters()
     }
     assert extra and all(n.startswith("top_down.") for n in extra)
+    assert normalized.top_down is not None
     assert normalized.top_down[0].num_features == 1  # the one-channel norm on the image
     # the transposed convolutions use the bottom-up weights: changing them changes the render
     x = torch.randn(4, 1, 28, 28)
@@ -59,7 +61,7 @@ def test_normalized_path_has_its_own_top_down_norms_and_ties_the_convolutions() 
     inference = normalized.infer(x)
     before = normalized.render(inference, torch.zeros(4, dtype=torch.long)).image
     with torch.no_grad():
-        normalized.layers[1].conv.weight.mul_(-1)
+        normalized.rendering_layers[1].conv.weight.mul_(-1)
     after = normalized.render(inference, torch.zeros(4, dtype=torch.long)).image
     assert not torch.allclose(before, after)
 
@@ -68,7 +70,7 @@ def test_leaky_masks_pass_a_fraction_of_switched_off_units() -> None:
     torch.manual_seed(0)
     model = build_model("drmm2", render_path="normalized").eval()
     inference = model.infer(torch.randn(2, 1, 28, 28))
-    layer, switches = model.layers[1], inference.switches[1]
+    layer, switches = model.rendering_layers[1], inference.switches[1]
     z = torch.randn(2, *model.feature_shape)
     exact = layer.render(z, switches, leak=0.0, fold_gain=False)
     leaky = layer.render(z, switches, leak=0.1, fold_gain=False)
@@ -114,6 +116,7 @@ def test_layer_costs_pair_each_rendered_template_with_its_layer() -> None:
     model = build_model("drmm5_nrm", render_path="normalized")
     inference = model.infer(torch.randn(8, 1, 28, 28))
     templates = model.render(inference).templates
+    assert inference.hidden is not None
     cost = layer_reconstruction_error(templates, inference.hidden)
     assert cost > 0
     # a rendering equal to the normalised bottom-up activations costs nothing
@@ -215,7 +218,8 @@ def test_adjoint_render_satisfies_eulers_identity_and_then_classifies_like_the_c
     torch.manual_seed(0)
     model = build_model("drmm2", batch_norm=False).double().eval()
     with torch.no_grad():
-        for layer in model.layers:
+        for layer in model.rendering_layers:
+            assert layer.conv.bias is not None  # batch_norm=False: the conv keeps its bias
             layer.conv.bias.zero_()
         model.classifier.bias.zero_()
         model.log_sigma2.fill_(-0.7)
@@ -267,12 +271,16 @@ def test_rms_path_renders_linearly_in_the_template_and_normalized_does_not(
     class-independent image."""
     torch.manual_seed(0)
     model = build_model("drmm2", render_path=path).eval()
+    assert model.top_down is not None
     with torch.no_grad():
         for norm in model.top_down:
-            norm.bias.uniform_(-0.5, 0.5) if norm.bias is not None else None
+            if isinstance(norm.bias, torch.Tensor):  # None: an rms norm without a bias
+                norm.bias.uniform_(-0.5, 0.5)
     inference = model.infer(torch.randn(3, 1, 28, 28))
     classes = torch.tensor([0, 1, 2])
-    bias = model.log_sigma2.exp() * model.top_down[0].bias.view(1, -1, 1, 1)
+    image_bias = model.top_down[0].bias
+    assert isinstance(image_bias, torch.Tensor)
+    bias = model.log_sigma2.exp() * image_bias.view(1, -1, 1, 1)
     once = model.render(inference, classes).image - bias
     with torch.no_grad():
         model.classifier.weight.mul_(2)

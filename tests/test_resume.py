@@ -62,7 +62,8 @@ def test_killed_run_resumes_where_it_stopped_and_ends_as_if_uninterrupted(
     tmp_path: Path, mnist: Path
 ) -> None:
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    whole.mkdir(), cut.mkdir()
+    whole.mkdir()
+    cut.mkdir()
     assert drmm_train(whole).returncode == 0
     killer = ["+callbacks.kill._target_=tests.stop_at.SignalAt", "+callbacks.kill.step=43"]
     killed = drmm_train(cut, *killer)
@@ -234,7 +235,7 @@ def test_renders_never_overwrite_an_earlier_call(tmp_path: Path) -> None:
 
 def test_corrupt_checkpoints_are_named(tmp_path: Path) -> None:
     garbage, truncated = tmp_path / "garbage.ckpt", tmp_path / "truncated.ckpt"
-    garbage.write_bytes(os.urandom(1000))
+    garbage.write_bytes(os.urandom(1000))  # a new draw each run: no garbage may escape as other
     torch.save({"state_dict": {"w": torch.ones(1000)}}, truncated)
     truncated.write_bytes(truncated.read_bytes()[:700])
     for path in (garbage, truncated):

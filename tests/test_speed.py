@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from drmm_lightning.data import DRMMDataModule
-from drmm_lightning.data.loaders import DeviceLoader
+from drmm_lightning.data.loaders import DeviceLoader, ResumableLoader
 from drmm_lightning.models import build_model
 from drmm_lightning.models.layer import unpool
 from drmm_lightning.training import DRMMLitModule, NonFiniteLossError
 from drmm_lightning.training.objective import EGObjective
 
-from .test_data import make_dm, synthetic, trainer_stub
+from .test_data import make_dm, quiet_trainer, synthetic, trainer_stub
 
 
 def raw_batches(dm, epoch: int) -> list:
@@ -54,6 +54,7 @@ def test_device_loader_yields_the_dataloaders_batches(regime: str) -> None:
 def test_device_loader_resumes_mid_epoch_like_the_dataloader() -> None:
     loaders = [make_dm(on_device=flag).train_dataloader() for flag in (False, True)]
     for loader in loaders:
+        assert isinstance(loader, (ResumableLoader, DeviceLoader))  # the resumable kinds
         loader.load_state_dict({"epoch": 1, "batches": 3})
         loader.sampler.set_epoch(1)
     expected, served = (list(loader) for loader in loaders)
@@ -73,7 +74,7 @@ def test_unpool_equals_max_unpool_in_both_layouts_and_keeps_dtype() -> None:
     for size in (8, 9):
         x = torch.randn(2, 3, size, size)
         pooled, t = F.max_pool2d(x, 2, return_indices=True)
-        expected = F.max_unpool2d(pooled, t, 2, output_size=(size, size))
+        expected = F.max_unpool2d(pooled, t, (2, 2), output_size=(size, size))
         assert unpool(pooled, t, (size, size)).equal(expected)
         last = pooled.contiguous(memory_format=torch.channels_last)
         assert unpool(last, t, (size, size)).equal(expected)
@@ -93,7 +94,9 @@ def test_channels_last_gives_the_same_step(path: str) -> None:
         )
         loss = module.training_step({"labeled": (x[:4], y[:4]), "unlabeled": x[4:]}, 0)
         loss.backward()
-        results.append((loss.detach(), module.net.layers[0].conv.weight.grad))
+        grad = module.net.rendering_layers[0].conv.weight.grad
+        assert grad is not None
+        results.append((loss.detach(), grad))
     assert torch.allclose(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
     assert torch.allclose(results[0][1], results[1][1], rtol=1e-4, atol=1e-6)
 
@@ -135,17 +138,7 @@ def test_nan_is_caught_naming_its_step_when_checked_every_n_steps(tmp_path) -> N
     )
     module = DRMMLitModule(arch="drmm2", num_classes=4, check_every=5)
     poison = PoisonBatch(step=6)
-    trainer = L.Trainer(
-        max_steps=12,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        use_distributed_sampler=False,
-        callbacks=[poison],
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=12, limit_train_batches=None, callbacks=[poison])
     with pytest.raises(NonFiniteLossError, match=r"global step 6 \(epoch 0\).*cross_entropy"):
         trainer.fit(module, datamodule=dm)
     assert poison.checked_at == 9  # the check of steps 5-9 found it: one host sync per 5 steps

@@ -111,8 +111,8 @@ def test_learning_curve_plot(tmp_path: Path) -> None:
     )
     path = plot_curves(groups, tmp_path / "curves.png")
     assert path.stat().st_size > 1000
-    run = groups[next(iter(groups))][0]  # errors 90, 0.89, 0.45 at epochs 0, 1/6, 1/3
-    assert epochs_to(run, 1.0) == pytest.approx(1 / 6) and epochs_to(run, 0.1) is None
+    curve = groups[next(iter(groups))][0]  # errors 90, 0.89, 0.45 at epochs 0, 1/6, 1/3
+    assert epochs_to(curve, 1.0) == pytest.approx(1 / 6) and epochs_to(curve, 0.1) is None
 
 
 def test_paper_presets_are_what_the_tables_generate() -> None:

@@ -7,6 +7,7 @@ import json
 import math
 import re
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -56,13 +57,10 @@ def test_sup_regime_sees_only_labeled_images(tmp_path: Path, mnist: Path) -> Non
         seen.append(batch)
         return original(self, batch, batch_idx)
 
-    DRMMLitModule.training_step = record
-    try:
+    with patch.object(DRMMLitModule, "training_step", record):
         metrics = train(
             tiny_config(tmp_path / "run", "model=drmm2", "regime=sup", "data.epoch_size=60")
         )
-    finally:
-        DRMMLitModule.training_step = original
     assert seen and all(set(batch) == {"labeled"} for batch in seen)
     labeled = json.loads((tmp_path / "run" / "labeled_indices.json").read_text())["labeled"]
     assert len(labeled) == 100 and "train/acc" in metrics

@@ -21,7 +21,8 @@ def records(path: Path):
     blocks of 32 KiB, each record a 7-byte header (crc, length, type) and its payload."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    data, pos, block, parts = path.read_bytes(), 7, 32768, []
+    data, pos, block = path.read_bytes(), 7, 32768
+    parts: list[bytes] = []
     while pos + 7 <= len(data):
         left = block - pos % block
         length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
@@ -32,7 +33,8 @@ def records(path: Path):
         pos += 7 + length
         parts = [payload] if kind in (1, 2) else [*parts, payload]
         if kind in (1, 4):  # a whole record, or the last piece of one
-            record = pb.Record()
+            # the pb2 module re-exports a protoc module picked at run time: mypy sees no Record
+            record = pb.Record()  # type: ignore[attr-defined]
             record.ParseFromString(b"".join(parts))
             yield record
 
