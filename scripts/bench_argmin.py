@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=500)
     args = parser.parse_args()
-    module, datamodule, _ = load_run(args.ckpt, {"index_dir": None})
+    module, datamodule = load_run(args.ckpt)
     net = module.net
     x, _ = eval_images(datamodule, args.images)
 

@@ -39,7 +39,7 @@ def analyse(
     batch: int = 250,
 ) -> dict[str, float | str]:
     """The numbers above for the first `num_images` images of the checkpoint's data."""
-    model, datamodule, _ = load_run(Path(ckpt), {"index_dir": None})
+    model, datamodule = load_run(Path(ckpt))
     net = model.net
     if prior_layers is not None:
         net.prior_layers = prior_layers

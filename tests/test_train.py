@@ -99,10 +99,10 @@ def test_train_then_eval_gives_the_same_test_accuracy(tmp_path: Path, mnist: Pat
     # run config for checkpoints written before it saved them
     saved = read_checkpoint(ckpt)
     assert saved["datamodule_hyper_parameters"]["num_unlabeled"] == 300
-    _, datamodule, _ = load_run(ckpt, {"index_dir": None})
+    _, datamodule = load_run(ckpt)
     del saved["datamodule_hyper_parameters"]
     torch.save(saved, tmp_path / "old.ckpt")
-    _, old, _ = load_run(tmp_path / "old.ckpt", {"index_dir": None})
+    _, old = load_run(tmp_path / "old.ckpt")
     for dm in (datamodule, old):
         assert (dm.num_unlabeled, dm.val_size, dm.eval_batch_size) == (300, 100, 200)
 

@@ -42,25 +42,25 @@ def build_callbacks(
     return callbacks
 
 
-def preset(cfg: DictConfig) -> str:
+def preset() -> str:
     """The experiment preset a run composed (experiment=...), or "default"."""
     if not HydraConfig.initialized():
         return "default"
     return HydraConfig.get().runtime.choices.get("experiment") or "default"
 
 
-def run_group(cfg: DictConfig) -> str:
+def run_group() -> str:
     """The W&B group of a run: its sweep (every job of a multirun together), else its preset."""
     if HydraConfig.initialized() and str(HydraConfig.get().mode) == "RunMode.MULTIRUN":
         return f"sweep/{Path(HydraConfig.get().sweep.dir).name}"
-    return preset(cfg)
+    return preset()
 
 
 def build_loggers(cfg: DictConfig, logger_ids: dict[str, str]) -> list[Logger]:
     """Instantiate `cfg.logger`. W&B loggers (found by their target, whatever their key) are
     grouped by sweep or preset (tagged preset:<name>), typed by task and regime, continue the
-    run id a resumed
-    checkpoint saved, and declare the run summaries (training/loggers.py: SUMMARIES)."""
+    run id a resumed checkpoint saved, and declare the run summaries (training/loggers.py:
+    SUMMARIES)."""
     loggers = []
     for conf in (cfg.get("logger") or {}).values():
         if not isinstance(conf, DictConfig) or "_target_" not in conf:
@@ -71,8 +71,8 @@ def build_loggers(cfg: DictConfig, logger_ids: dict[str, str]) -> list[Logger]:
             with open_dict(conf):
                 if logger_ids.get("wandb") and conf.get("id") is None:
                     conf.id = logger_ids["wandb"]
-                conf.group = conf.get("group") or run_group(cfg)
-                conf.tags = [*(conf.get("tags") or []), f"preset:{preset(cfg)}"]
+                conf.group = conf.get("group") or run_group()
+                conf.tags = [*(conf.get("tags") or []), f"preset:{preset()}"]
                 regime = OmegaConf.select(cfg, "regime.name", default=None)
                 conf.job_type = "/".join(str(p) for p in (cfg.task_name, regime) if p)
         logger = hydra.utils.instantiate(conf)

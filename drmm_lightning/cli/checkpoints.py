@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 
 from ..data import DRMMDataModule
 from ..training import DRMMLitModule
+from .config import as_dict
 
 IDENTITY = ("arch", "in_channels", "num_classes", "image_size")
 # What makes two runs the same experiment: everything in these sections of the run config
@@ -132,13 +135,13 @@ def progress(checkpoint: dict[str, Any]) -> tuple[int, int]:
 
 
 def load_run(
-    ckpt: Path, data_overrides: dict[str, Any] | None = None
-) -> tuple[DRMMLitModule, DRMMDataModule, dict[str, Any]]:
+    ckpt: Path, data_overrides: Mapping[str, Any] | None = None, index_dir: str | None = None
+) -> tuple[DRMMLitModule, DRMMDataModule]:
     """The trained module (in evaluation mode) and the DataModule it was trained with, from one
-    read of the checkpoint, `data_overrides` applied to the data's settings (e.g. root= on
-    another machine); also the checkpoint itself. The DataModule comes from the hyperparameters
-    Lightning saved with it; checkpoints written before it saved them describe their data in the
-    run config that drmm-train stores."""
+    read of the checkpoint, `data_overrides` (e.g. root= on another machine; a config's `data`
+    block) applied to the data's settings, the split saved into `index_dir` (None: nowhere).
+    The DataModule comes from the hyperparameters Lightning saved with it; checkpoints written
+    before it saved them describe their data in the run config that drmm-train stores."""
     saved = read_checkpoint(ckpt)
     accepted = inspect.signature(DRMMLitModule).parameters  # as load_from_checkpoint filters
     module = DRMMLitModule(**{k: v for k, v in saved["hyper_parameters"].items() if k in accepted})
@@ -152,5 +155,7 @@ def load_run(
         raise ValueError(
             f"Checkpoint {ckpt} records no data settings; was it written by drmm-train?"
         )
-    datamodule = DRMMDataModule(**{**data, **(data_overrides or {})})
-    return module.eval(), datamodule, saved
+    if isinstance(data_overrides, DictConfig):
+        data_overrides = as_dict(data_overrides)
+    datamodule = DRMMDataModule(**{**data, **(data_overrides or {}), "index_dir": index_dir})
+    return module.eval(), datamodule

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from .build import build_loggers, finish_loggers
 from .checkpoints import find_checkpoint, load_run
-from .config import CONF_DIR, as_dict, check_overrides
+from .config import CONF_DIR, check_overrides
 from .report import as_floats, print_config, say, summary
 
 
@@ -26,11 +26,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if ckpt is None:
         raise ValueError("drmm-eval needs ckpt_path=<checkpoint file>, or ckpt_path=last.")
     say(f"[drmm] evaluating {ckpt}")
-    overrides = {
-        **(as_dict(cfg.data) if cfg.get("data") else {}),
-        "index_dir": cfg.paths.output_dir,
-    }
-    model, datamodule, _ = load_run(ckpt, overrides)
+    model, datamodule = load_run(ckpt, cfg.get("data"), index_dir=cfg.paths.output_dir)
     loggers = build_loggers(cfg, {})
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False)
     try:

@@ -24,7 +24,7 @@ from torchvision.utils import save_image
 from ..data import DRMMDataModule
 from ..viz import grids
 from .checkpoints import find_checkpoint, load_run
-from .config import CONF_DIR, as_dict, check_overrides
+from .config import CONF_DIR, check_overrides
 
 KINDS = ("reconstructions", "templates", "samples", "filters", "layers", "classes")
 
@@ -86,8 +86,7 @@ def render(cfg: DictConfig) -> list[Path]:
     if ckpt is None:
         raise ValueError("drmm-render needs ckpt_path=<checkpoint file>, or ckpt_path=last.")
     print(f"[drmm] rendering {ckpt}")
-    overrides = {**(as_dict(cfg.data) if cfg.get("data") else {}), "index_dir": None}
-    module, datamodule, _ = load_run(ckpt, overrides)
+    module, datamodule = load_run(ckpt, cfg.get("data"))
     model = module.net
     classes = list(range(model.num_classes)) if cfg.classes is None else list(cfg.classes)
     bad = [c for c in classes if not 0 <= c < model.num_classes]

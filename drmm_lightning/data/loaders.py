@@ -18,29 +18,38 @@ from torch.utils.data import DataLoader, Dataset
 from .samplers import ShardedSampler, StreamSampler
 
 
-class ResumableLoader(DataLoader):
-    """The training loader, with its place in the epoch in every checkpoint: Lightning saves the
-    state of loaders that have state_dict/load_state_dict and restores it before iterating, so a
-    run resumed mid-epoch trains on exactly the batches the uninterrupted run would have."""
+class EpochPosition:
+    """A training loader's place in the epoch, in every checkpoint: Lightning saves the state of
+    loaders that have state_dict/load_state_dict and restores it before iterating, so a run
+    resumed mid-epoch trains on exactly the batches the uninterrupted run would have. Loaders
+    without a `position` (evaluation) have no state."""
 
-    sampler: ShardedSampler | StreamSampler
+    sampler: Any  # a ShardedSampler or StreamSampler (DataLoader types it as any Sampler)
+    position: Callable[[], int] | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        if self.position is None:
+            return {}
+        return {"epoch": self.sampler.epoch, "batches": self.position()}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        if state_dict:
+            self.sampler.resume(state_dict["epoch"], state_dict["batches"])
+
+
+class ResumableLoader(EpochPosition, DataLoader):
+    """The training DataLoader (see EpochPosition)."""
 
     def __init__(self, *args: Any, position: Callable[[], int], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.position = position
 
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.sampler.epoch, "batches": self.position()}
 
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self.sampler.resume(state_dict["epoch"], state_dict["batches"])
-
-
-class DeviceLoader:
+class DeviceLoader(EpochPosition):
     """Batches of an in-memory data set whose tensors were moved to `device` (the DataModule's
     `on_device`), indexed there by the sampler's index batches: one copy of the epoch's indices
     per epoch. Lightning iterates it like a DataLoader (len, sampler.set_epoch, and for the
-    training loader state_dict/load_state_dict, as ResumableLoader)."""
+    training loader its place in the epoch, as ResumableLoader)."""
 
     def __init__(
         self,
@@ -71,12 +80,3 @@ class DeviceLoader:
         """The index batches as views of one device tensor (a single host-to-device copy)."""
         sizes = [len(b) for b in batches]
         return torch.cat(batches).to(self.device, non_blocking=True).split(sizes)
-
-    def state_dict(self) -> dict[str, int]:
-        if self.position is None:
-            return {}
-        return {"epoch": self.sampler.epoch, "batches": self.position()}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        if state_dict:
-            self.sampler.resume(state_dict["epoch"], state_dict["batches"])

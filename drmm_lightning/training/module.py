@@ -188,12 +188,10 @@ class DRMMLitModule(L.LightningModule):
         watched, self._watched = self._watched, []
         if not watched:
             return
-        host = torch.cat([w.values for w in watched]).cpu().tolist()
-        offset = 0
-        for w in watched:
-            loss, *values = host[offset : offset + 1 + len(w.names)]
-            offset += 1 + len(w.names)
-            terms = dict(zip(w.names, values))
+        host = torch.cat([w.values for w in watched]).cpu()
+        for w, values in zip(watched, host.split([len(w.values) for w in watched])):
+            loss, *rest = values.tolist()
+            terms = dict(zip(w.names, rest))
             self.check_finite(loss, terms, w.step, w.epoch)
             self.check_divergence(loss, terms, w.step, w.epoch)
 
