@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from drmm_lightning.models import DRMM, build_model, render_every_class
-from drmm_lightning.models.posterior import class_estep, render_argmin
+from drmm_lightning.models.posterior import class_estep, class_render_errors
 from drmm_lightning.training import DRMMLitModule
 from drmm_lightning.training.objective import EGObjective
 
@@ -86,12 +86,32 @@ def test_render_argmin_estep_reaches_the_evaluation_metric() -> None:
     torch.manual_seed(0)
     x, y = torch.randn(6, 1, 28, 28), torch.randint(0, 10, (6,))
     module = DRMMLitModule(arch="drmm5_nrm", render_argmin_estep=2).eval()
-    with patch("drmm_lightning.training.module.render_argmin", wraps=render_argmin) as spy:
+    with patch(
+        "drmm_lightning.training.module.class_render_errors", wraps=class_render_errors
+    ) as spy:
         module.evaluate((x, y), "test")
         seen = [call.args[3] for call in spy.call_args_list]
     assert seen == [2]
     with pytest.raises(ValueError, match="render_argmin_estep must be >= 0"):
         DRMMLitModule(arch="drmm2", render_argmin_estep=-1)
+
+
+NORMALIZED = {"render_path": "normalized", "leak": 0.1}
+
+
+def test_evaluation_takes_the_reconstruction_from_the_class_renderings() -> None:
+    """With render-argmin on, the predicted class's rendering is one of the class renderings:
+    the logged reconstruction must equal the one rendered on its own (render-argmin off)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 1, 28, 28), torch.randint(0, 10, (6,))
+    with_argmin = DRMMLitModule(arch="drmm5_nrm", arch_kwargs=NORMALIZED).eval()
+    alone = DRMMLitModule(arch="drmm5_nrm", arch_kwargs=NORMALIZED, render_argmin=False).eval()
+    alone.load_state_dict(with_argmin.state_dict())
+    with torch.no_grad():
+        for module in (with_argmin, alone):
+            module.evaluate((x, y), "test")
+    assert with_argmin.test_argmin.update_count == 1 and alone.test_argmin.update_count == 0
+    torch.testing.assert_close(with_argmin.test_rec.compute(), alone.test_rec.compute())
 
 
 def test_switch_dropout_draws_switches_from_the_priors_in_training_renders() -> None:

@@ -14,9 +14,9 @@ from drmm_lightning.models import (
     RENDER_PATHS,
     build_model,
     class_render_errors,
+    classify_by_rendering,
     layer_reconstruction_error,
     reconstruction_error,
-    render_argmin,
 )
 from drmm_lightning.models.posterior import euler_gap
 from drmm_lightning.training.objective import EGObjective
@@ -183,7 +183,7 @@ def test_render_argmin_equals_a_brute_force_loop_over_classes() -> None:
             one = model.infer(x[i : i + 1])
             image = model.render(one, torch.tensor([c])).image
             torch.testing.assert_close(errors[i, c], (x[i] - image[0]).pow(2).mean())
-    assert torch.equal(render_argmin(model, inference, x), errors.argmin(1))
+    assert torch.equal(classify_by_rendering(model, inference, x), errors.argmin(1))
 
 
 @pytest.mark.real_data
@@ -241,7 +241,7 @@ def test_adjoint_render_satisfies_eulers_identity_and_then_classifies_like_the_c
     with torch.no_grad():  # equal rendered norms: rescale each template (classifier row)
         model.classifier.weight.div_(norms[:, None])
     inference = model.infer(one)
-    assert render_argmin(model, inference, one).item() == inference.logits.argmax(1).item()
+    assert classify_by_rendering(model, inference, one).item() == inference.logits.argmax(1).item()
 
 
 def test_standardize_takes_the_training_statistics_unless_mean_and_std_are_given() -> None:

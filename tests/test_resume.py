@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -114,6 +115,33 @@ def test_sigterm_saves_a_checkpoint_and_stops(tmp_path: Path, mnist: Path) -> No
     (run,) = runs(tmp_path)
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 7
     assert not (run / "results.json").exists()  # an interrupted run has no results
+
+
+def test_ddp_ranks_agree_on_a_stop_signal_every_few_steps_only(tmp_path: Path) -> None:
+    """Under DDP the stop decision is a collective: taken every sync_every steps, not each step,
+    and a signal seen by any rank stops all of them at the same step."""
+    agreed: list[int] = []
+
+    def reduce(received: bool, all: bool = True) -> bool:
+        agreed.append(trainer.global_step)
+        return True  # another rank received the signal
+
+    strategy = SimpleNamespace(reduce_boolean_decision=reduce)
+    trainer = SimpleNamespace(
+        world_size=2,
+        global_step=0,
+        strategy=strategy,
+        checkpoint_callback=None,
+        default_root_dir=str(tmp_path),
+        should_stop=False,
+        save_checkpoint=lambda path: None,
+    )
+    stop = checkpointing.StopOnSignal(sync_every=4)
+    for step in range(1, 5):
+        trainer.global_step = step
+        stop.on_train_batch_end(trainer)  # type: ignore[arg-type]
+        assert trainer.should_stop == (step == 4)
+    assert agreed == [4] and stop.stopped_by == "SIGTERM"
 
 
 def test_last_finds_the_pretraining_phase_of_the_same_experiment(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from .losses import (
     nonneg_penalty,
     reconstruction_error,
 )
-from .posterior import class_render_errors, render_argmin, render_every_class
+from .posterior import class_render_errors, classify_by_rendering, render_every_class
 
 __all__ = [
     "ARCHITECTURES",
@@ -35,6 +35,6 @@ __all__ = [
     "layer_reconstruction_error",
     "nonneg_penalty",
     "reconstruction_error",
-    "render_argmin",
+    "classify_by_rendering",
     "render_every_class",
 ]

@@ -20,19 +20,26 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(logits, targets)
 
 
+def pixel_squared_error(diff: Tensor, pixel_std: Tensor | None = None) -> Tensor:
+    """The elementwise squared error of image differences (channels at dim -3), in the original
+    [0, 1] pixel units when pixel_std, the per-channel std the inputs were standardised with, is
+    given; so a reconstruction error means the same for every run."""
+    if pixel_std is not None:
+        shape = [1] * diff.dim()
+        shape[-3] = -1
+        diff = diff * pixel_std.to(diff).view(shape)
+    return diff.pow(2)
+
+
 def reconstruction_error(
     images: Tensor, rendered: Tensor, pixel_std: Tensor | None = None
 ) -> Tensor:
     """Mean squared error per pixel between the images and their renderings ||I - I_hat||^2 / D.
 
-    Under the Gaussian pixel noise of Eq. 7 this is -log p(I | c, g) up to scale and constant.
-    pixel_std: the per-channel std the inputs were standardised with, (C,) or None; the error is
-    then measured in the original [0, 1] pixel units, so it means the same for every run.
+    Under the Gaussian pixel noise of Eq. 7 this is -log p(I | c, g) up to scale and constant;
+    in [0, 1] pixel units given pixel_std (see pixel_squared_error).
     """
-    diff = images - rendered
-    if pixel_std is not None:
-        diff = diff * pixel_std.to(diff).view(1, -1, 1, 1)
-    return diff.pow(2).mean()
+    return pixel_squared_error(images - rendered, pixel_std).mean()
 
 
 def layer_reconstruction_error(templates: Sequence[Tensor], hidden: Sequence[Tensor]) -> Tensor:

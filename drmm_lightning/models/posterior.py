@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .drmm import DRMM, Inference
+from .losses import pixel_squared_error
 
 
 @torch.no_grad()
@@ -68,12 +69,10 @@ def class_render_errors(
     """||I - I_hat_c||^2 per pixel for every image and every class c, (B, C): in input units,
     or in [0, 1] pixel units given the per-channel std the inputs were standardised with."""
     diff = images[:, None] - render_every_class(model, inference, images, estep_steps)
-    if pixel_std is not None:
-        diff = diff * pixel_std.to(diff).view(1, 1, -1, 1, 1)
-    return diff.pow(2).flatten(2).mean(2)
+    return pixel_squared_error(diff, pixel_std).flatten(2).mean(2)
 
 
-def render_argmin(
+def classify_by_rendering(
     model: DRMM, inference: Inference, images: Tensor, estep_steps: int = 0
 ) -> Tensor:
     """The class whose rendering fits each image best, argmin_c ||I - I_hat_c||^2 (B,)."""

@@ -53,9 +53,11 @@ class StepCheckpoint(ModelCheckpoint):
 class StopOnSignal(L.Callback):
     """On SIGTERM or SIGINT during training: finish the step, save `<dirpath>/last.ckpt` and stop
     the fit; `stopped_by` then names the signal. A second signal acts at once (the handlers that
-    were there before are back in place after the first)."""
+    were there before are back in place after the first). Under DDP the ranks agree every
+    `sync_every` steps (a collective each step would stall every step on the slowest rank)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sync_every: int = 10) -> None:
+        self.sync_every = max(1, sync_every)
         self.stopped_by: str | None = None
         self.saved: Path | None = None
         self._received: int | None = None
@@ -80,6 +82,8 @@ class StopOnSignal(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         received = self._received is not None
         if trainer.world_size > 1:  # every rank stops at the same step
+            if trainer.global_step % self.sync_every:
+                return
             received = trainer.strategy.reduce_boolean_decision(received, all=False)
         if not received:
             return

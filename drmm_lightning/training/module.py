@@ -21,7 +21,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..models import build_model, cross_entropy, reconstruction_error
-from ..models.posterior import render_argmin
+from ..models.posterior import class_render_errors
 from .checkpointing import mark_unfinished_epoch
 from .diagnostics import render_diagnostics
 from .objective import EGObjective
@@ -255,20 +255,30 @@ class DRMMLitModule(L.LightningModule):
             x = to_channels_last(x)
         n = len(y)
         inference = self.net.infer(x)
-        rendered = self.net.render(inference).image
+        predicted = inference.logits.argmax(1)
+        estep = self.hparams["render_argmin_estep"]
+        errors = None  # ||I - I_hat_c||^2 per pixel of every image and class (B, C)
+        if self.hparams["render_argmin"] and self.net.num_classes > 1:
+            errors = class_render_errors(self.net, inference, x, estep, self.pixel_std)
+        if errors is not None and not estep:  # the predicted class was rendered among them
+            reconstruction = errors.gather(1, predicted[:, None]).mean()
+        else:
+            reconstruction = reconstruction_error(
+                x, self.net.render(inference).image, self.pixel_std
+            )
         rec_metric = self.val_rec if stage == "val" else self.test_rec
-        rec_metric(reconstruction_error(x, rendered, self.pixel_std))
+        rec_metric(reconstruction)
         self.log(f"{stage}/loss", cross_entropy(inference.logits, y), on_epoch=True, batch_size=n)
         self.log(f"{stage}/reconstruction", rec_metric, on_epoch=True, batch_size=n)
-        if self.hparams["render_argmin"] and self.net.num_classes > 1:
-            best = render_argmin(self.net, inference, x, self.hparams["render_argmin_estep"])
+        if errors is not None:
+            best = errors.argmin(1)
             argmin, agree = (
                 (self.val_argmin, self.val_agree)
                 if stage == "val"
                 else (self.test_argmin, self.test_agree)
             )
             argmin((best == y).float())
-            agree((best == inference.logits.argmax(1)).float())
+            agree((best == predicted).float())
             self.log(f"{stage}/render_argmin_acc", argmin, on_epoch=True, batch_size=n)
             self.log(f"{stage}/render_argmin_agree", agree, on_epoch=True, batch_size=n)
         return inference.logits
