@@ -6,7 +6,8 @@ renderings), each scaled to 10k images, in fp32 and in bf16 with channels-last m
     python scripts/bench_argmin.py <run>/checkpoints/last.ckpt [--images 2000] [--batch 100]
 
 The last column renders all classes as one batch of classes x batch images instead of a loop
-over the classes (the alternative the loop was chosen over).
+over the classes (the alternative the loop was chosen over). --profile: the top operators of
+the bf16 + channels-last every-class pass.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("ckpt", type=Path)
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=100)  # the test loader's
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     module, datamodule = load_run(args.ckpt)
     net = module.net
@@ -75,6 +77,12 @@ def main() -> None:
             f"{times['argmin']:.1f} s (as one stacked batch: {times['stacked']:.1f} s) per 10k "
             "images"
         )
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            seconds_per_10k(True, "argmin")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
 
 
 if __name__ == "__main__":
