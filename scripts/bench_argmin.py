@@ -4,6 +4,7 @@ rendered instead (what validation and test pay now: the reconstruction is read o
 renderings), each scaled to 10k images, in fp32 and in bf16 with channels-last maps.
 
     python scripts/bench_argmin.py <run>/checkpoints/last.ckpt [--images 2000] [--batch 100]
+        [--device cuda]
 
 The last column renders all classes as one batch of classes x batch images instead of a loop
 over the classes (the alternative the loop was chosen over). --profile: the top operators of
@@ -27,7 +28,8 @@ from drmm_lightning.training.module import to_channels_last
 
 def render_stacked(net: DRMM, inference: Inference) -> torch.Tensor:
     """Every class rendered in one top-down pass over the switches tiled once per class."""
-    classes = torch.arange(net.num_classes).repeat_interleave(len(inference.logits))
+    n, device = len(inference.logits), inference.logits.device
+    classes = torch.arange(net.num_classes, device=device).repeat_interleave(n)
     tiled = [
         Switches(
             s.a.repeat(net.num_classes, 1, 1, 1),
@@ -46,15 +48,17 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=100)  # the test loader's
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     module, datamodule = load_run(args.ckpt)
-    net = module.net
-    x, _ = eval_images(datamodule, args.images)
+    device = torch.device(args.device)
+    net = module.net.to(device)
+    x = eval_images(datamodule, args.images)[0].to(device)
 
     def seconds_per_10k(bf16: bool, what: str) -> float:
         images = to_channels_last(x) if bf16 else x
         start = time.perf_counter()
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             for i in range(0, len(images), args.batch):
                 batch = images[i : i + args.batch]
                 inference = net.infer(batch)
@@ -64,8 +68,12 @@ def main() -> None:
                     classify_by_rendering(net, inference, batch)
                 elif what == "stacked":
                     render_stacked(net, inference)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         return (time.perf_counter() - start) * 10_000 / len(x)
 
+    if device.type != "cpu":
+        seconds_per_10k(False, "argmin")  # warm-up: kernel selection, allocator
     for bf16 in (False, True):
         if bf16:
             net.to(memory_format=torch.channels_last)  # as model.channels_last=true does

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks of docs/benchmarks.md in one go, under 8 minutes on one H100-class GPU:
 # the step benchmark (every setting, compile included), one epoch of the default experiment
-# at fp32, bf16 and compiled, a 3-epoch run of the default experiment with trainer=gpu, and a
-# trainer=ddp smoke run on the GPUs present. Everything lands under one folder:
+# at fp32, bf16 and compiled, a 3-epoch run of the default experiment with trainer=gpu, the
+# render-argmin cost on its checkpoint (issue 13: 10k test images), and a trainer=ddp smoke
+# run on the GPUs present. Everything lands under one folder:
 #   make gpu-check [OUT=outputs/gpu_check/<stamp>]
 set -uo pipefail
 OUT=${OUT:-outputs/gpu_check/$(date +%Y%m%d-%H%M%S)}
@@ -25,6 +26,8 @@ step epoch_compile "$PY" scripts/bench_epoch.py --name gpu-compile --out "$OUT" 
   model.compile=true
 step train_3_epochs "$PY" -m drmm_lightning.train trainer=gpu trainer.max_epochs=3 logger=csv \
   hydra.run.dir="$OUT/train_3_epochs"
+step bench_argmin "$PY" scripts/bench_argmin.py "$OUT/train_3_epochs/checkpoints/last.ckpt" \
+  --images 10000 --device cuda
 step ddp_smoke "$PY" -m drmm_lightning.train trainer=ddp trainer.max_epochs=1 \
   trainer.limit_train_batches=50 logger=csv hydra.run.dir="$OUT/ddp_smoke"
 cat "$OUT"/epoch_*.json > "$OUT/epochs.json" 2>/dev/null
