@@ -49,7 +49,7 @@ bench-epoch: $(STAMP) ## one epoch of the default experiment, fp32 and bf16 + ch
 	$(BIN)/python scripts/bench_epoch.py --name fp32 $(ARGS)
 	$(BIN)/python scripts/bench_epoch.py --name bf16+cl trainer.precision=bf16-mixed model.channels_last=true $(ARGS)
 
-gpu-check: $(STAMP) ## on a GPU machine: benchmarks, 3-epoch trainer=gpu run, ddp smoke run (scripts/gpu_check.sh)
+gpu-check: $(STAMP) ## on a GPU machine: benchmarks, 3-epoch trainer=gpu run, render-argmin cost, ddp smoke run (scripts/gpu_check.sh)
 	PY=$(BIN)/python OUT=$(OUT) bash scripts/gpu_check.sh
 
 lint: $(STAMP) ## ruff lint and format check, mypy type check (CI runs it before the tests)
