@@ -51,12 +51,19 @@ def cell_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def mean_std(stats: dict[str, Any]) -> str:
+    """'mean ± std (n=k)' of a cell's test errors; a single run has no spread to show."""
+    if stats["n"] == 1:
+        return f"{stats['mean']:.2f} (n=1)"
+    return f"{stats['mean']:.2f} ± {stats['std']:.2f} (n={stats['n']})"
+
+
 def format_cell(cell: Cell, stats: dict[str, Any] | None) -> str:
     """One markdown row: measured, paper, difference and budget (or 'no runs')."""
     paper = "-" if cell.paper is None else f"{cell.paper:.2f}"
     if stats is None:
         return f"| {cell.row} | {cell.column} | no runs | {paper} | | | | | |"
-    measured = f"{stats['mean']:.2f} ± {stats['std']:.2f} (n={stats['n']})"
+    measured = mean_std(stats)
     delta = "" if cell.paper is None else f"{stats['mean'] - cell.paper:+.2f}"
     budget = f"{stats['epochs']} ep / {stats['steps']} steps"
     per_seed = ", ".join(f"{seed}: {error:.2f}" for seed, error in stats["per_seed"])
@@ -143,7 +150,7 @@ def ablation_markdown(
         per_seed = ", ".join(f"{seed}: {error:.2f}" for seed, error in stats["per_seed"])
         argmin_text = f"{statistics.fmean(argmin):.1f}" if argmin else "-"
         lines.append(
-            f"| {row} | {stats['mean']:.2f} ± {stats['std']:.2f} (n={stats['n']}) | {per_seed} "
+            f"| {row} | {mean_std(stats)} | {per_seed} "
             f"| {', '.join(paired) or '-'} | {_mean(recon)} | {argmin_text} "
             f"| {stats['minutes']:.1f} |"
         )
