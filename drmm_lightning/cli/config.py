@@ -10,6 +10,8 @@ from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
+from .precision import PRECISIONS, channels_last, trainer_precision
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = (
     "data",
@@ -27,8 +29,15 @@ GROUPS = (
 
 # One random suffix per process keeps run directories of jobs started in the same second apart.
 _UID = secrets.token_hex(3)
-if not OmegaConf.has_resolver("uid"):
-    OmegaConf.register_new_resolver("uid", lambda: _UID)
+# uid: that suffix; drmm_precision / drmm_channels_last: what the top-level `precision` means on
+# the trainer's accelerator (cli/precision.py).
+for _name, _resolver in (
+    ("uid", lambda: _UID),
+    ("drmm_precision", trainer_precision),
+    ("drmm_channels_last", channels_last),
+):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _resolver)
 
 
 def options(group: str) -> list[str]:
@@ -86,6 +95,7 @@ NUMBERS: dict[str, type] = {
     "model.render_argmin_estep": int,
 }
 CHOICES: dict[str, tuple] = {
+    "precision": PRECISIONS,
     "test_ckpt": ("best", "last"),
     "data.on_device": (True, False, "auto"),
     "model.channels_last": (True, False),

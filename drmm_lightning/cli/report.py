@@ -45,6 +45,7 @@ def save_results(
         "global_step": trainer.global_step,
         "seed": cfg.get("seed"),
         "num_labeled": cfg.data.num_labeled,
+        "precision": str(cfg.trainer.precision),
         "choices": {k: v for k, v in choices.items() if not k.startswith("hydra")},
     }
     path = Path(cfg.paths.output_dir) / "results.json"

@@ -33,6 +33,7 @@ from .build import (
 )
 from .checkpoints import check_same_model, find_checkpoint, progress, read_checkpoint
 from .config import CONF_DIR, as_dict, check_overrides, check_types
+from .precision import describe
 from .report import as_floats, print_config, save_results, say, summary
 
 
@@ -127,6 +128,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) the configured experiment; returns every logged metric as a float."""
     start = time.time()
     validate(cfg)
+    say(
+        f"[drmm] trainer.precision={cfg.trainer.precision}, model.channels_last="
+        f"{cfg.model.channels_last} ({describe(cfg.precision, cfg.trainer.accelerator)})"
+    )
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     run_config = as_dict(cfg, resolve=True)

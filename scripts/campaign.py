@@ -1,0 +1,87 @@
+"""The campaign of issue 20: does the rendering help beyond entropy minimisation? (docs/results.md)
+
+    python scripts/campaign.py run --part 1          # part 1: seeds 1-10, entropy_only vs normalized
+    python scripts/campaign.py run --part 1 2 5 3    # parts in the issue's order
+    python scripts/campaign.py list --part 2         # what a part runs, and which runs are done
+    python scripts/campaign.py report [--partial]    # the tables and statistics, from outputs/campaign
+
+Every run is one drmm-train call with a fixed directory, outputs/campaign/part<k>/<row>/n<N_L>/s<seed>;
+a run whose results.json exists is skipped, so the same command finishes an interrupted campaign.
+Every run uses precision=auto (bf16 + channels-last on this project's CPU). Rows, seeds, budgets
+and the collapse threshold are fixed here, before the runs (docs/results.md, "The campaign").
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from drmm_lightning.paper import campaign
+from drmm_lightning.paper.campaign import PARTS, Run
+
+OUT = Path("outputs/campaign")
+
+
+def command(run: Run, out: Path) -> list[str]:
+    """The drmm-train call of one run (a one-job multirun, so Hydra writes into <dir>/0)."""
+    return [
+        sys.executable,
+        "-m",
+        "drmm_lightning.train",
+        "-m",
+        f"experiment={run.experiment}",
+        f"seed={run.seed}",
+        "precision=auto",
+        "logger=csv",
+        f"hydra.sweep.dir={run.directory(out)}",
+        *run.overrides,
+    ]
+
+
+def done(run: Run, out: Path) -> bool:
+    return any(run.directory(out).rglob("results.json"))
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("action", choices=("run", "list", "report"))
+    parser.add_argument("--part", nargs="+", choices=sorted(PARTS), default=sorted(PARTS))
+    parser.add_argument("--out", type=Path, default=OUT, help="campaign directory")
+    parser.add_argument(
+        "--partial", action="store_true", help="report rows with missing seeds (named)"
+    )
+    parser.add_argument("--save", type=Path, help="report: also write the markdown here")
+    args = parser.parse_args(argv)
+
+    runs = [run for part in args.part for run in PARTS[part]]
+    if args.action == "list":
+        for run in runs:
+            mark = "done" if done(run, args.out) else "todo"
+            print(f"{mark}  {' '.join(command(run, args.out)[3:])}")
+        return 0
+    if args.action == "report":
+        markdown = campaign.report_markdown(args.out, args.part, partial=args.partial)
+        print(markdown)
+        if args.save:
+            args.save.write_text(markdown + "\n")
+        return 0
+    todo = [run for run in runs if not done(run, args.out)]
+    print(f"{len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to run", flush=True)
+    failed = []
+    for i, run in enumerate(todo, 1):
+        call = command(run, args.out)
+        print(f"[{i}/{len(todo)}] {' '.join(call[3:])}", flush=True)
+        start = time.time()
+        if subprocess.run(call).returncode != 0:
+            failed.append(str(run.directory(args.out)))
+        print(f"[{i}/{len(todo)}] {(time.time() - start) / 60:.1f} min", flush=True)
+    for directory in failed:
+        print(f"failed: {directory}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
