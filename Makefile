@@ -35,10 +35,10 @@ test: $(STAMP) ## run the whole test suite
 test-fast: $(STAMP) ## the test suite without the slow end-to-end runs
 	$(BIN)/python -m pytest tests -m "not slow" $(ARGS)
 
-table: $(STAMP) ## reproduce a paper table on this machine: TABLE=1|3|4|5, ARGS="budget=..."
-	$(BIN)/python scripts/reproduce.py table=$(TABLE) $(ARGS)
+table: $(STAMP) ## reproduce a paper table on this machine: TABLE=1|3|4|5, ARGS="--budget ..."
+	$(BIN)/python scripts/reproduce.py --table $(TABLE) $(ARGS)
 
-ablation: $(STAMP) ## the render-path ablation (docs/results.md), every row x seeds 1-3; ARGS="only=... seeds=..."
+ablation: $(STAMP) ## the render-path ablation (docs/results.md), every row x seeds 1-3; ARGS="--only ... --seeds ..."
 	$(BIN)/python scripts/ablation.py $(ARGS)
 
 bench: $(STAMP) ## speed: the EG and CNN steps at every setting (JSON + table in outputs/bench), the data pipeline
@@ -46,8 +46,8 @@ bench: $(STAMP) ## speed: the EG and CNN steps at every setting (JSON + table in
 	$(BIN)/python scripts/bench_data.py
 
 bench-epoch: $(STAMP) ## one epoch of the default experiment, fp32 and bf16 + channels-last, timed (~9 min on CPU)
-	$(BIN)/python scripts/bench_epoch.py --name fp32 $(ARGS)
-	$(BIN)/python scripts/bench_epoch.py --name bf16+cl trainer.precision=bf16-mixed model.channels_last=true $(ARGS)
+	$(BIN)/python scripts/bench_epoch.py --name fp32 precision=fp32 $(ARGS)
+	$(BIN)/python scripts/bench_epoch.py --name bf16+cl precision=bf16 $(ARGS)
 
 gpu-check: $(STAMP) ## on a GPU machine: benchmarks, 3-epoch trainer=gpu run, render-argmin cost, ddp smoke run (scripts/gpu_check.sh)
 	PY=$(BIN)/python OUT=$(OUT) bash scripts/gpu_check.sh

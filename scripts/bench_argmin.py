@@ -42,14 +42,14 @@ def render_stacked(net: DRMM, inference: Inference) -> torch.Tensor:
     return net.render(Inference(inference.logits, inference.features, tiled), classes).image
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("ckpt", type=Path)
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=100)  # the test loader's
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     module, datamodule = load_run(args.ckpt)
     device = torch.device(args.device)
     net = module.net.to(device)

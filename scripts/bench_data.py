@@ -53,13 +53,13 @@ def drmm5_images_per_second(dm: DRMMDataModule, device: torch.device, steps: int
     return (len(batch["unlabeled"]) + len(batch["labeled"][0])) / seconds
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Time one semi-supervised MNIST epoch
     (N_L = 100, 600 steps of 100 labeled + 100 unlabeled)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--num-workers", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     dm = DRMMDataModule("mnist", num_labeled=100, num_workers=args.num_workers, download=False)
     rate = data_images_per_second(dm, args.device)
     steps = len(dm.train_dataloader())

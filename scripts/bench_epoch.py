@@ -26,7 +26,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from drmm_lightning.cli.config import CONF_DIR
+from drmm_lightning.cli.config import CONF_DIR, check_train_overrides
 from drmm_lightning.cli.train import build_datamodule, build_module
 
 
@@ -77,12 +77,13 @@ class Clock(L.Callback):
         self.end(trainer, "test")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", default="default", help="a name for this setting")
     parser.add_argument("--out", default="outputs/bench")
     parser.add_argument("overrides", nargs="*", help="drmm-train overrides")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    check_train_overrides(args.overrides, None, parser.format_usage())
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         overrides = ["trainer.max_epochs=1", *args.overrides]
         cfg = compose("train", overrides=overrides, return_hydra_config=True)

@@ -30,7 +30,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.flop_counter import FlopCounterMode
 
-from drmm_lightning.cli.config import CONF_DIR
+from drmm_lightning.cli.config import CONF_DIR, check_train_overrides
 from drmm_lightning.cli.train import build_module
 from drmm_lightning.models import cross_entropy
 from drmm_lightning.models.cnn import plain_cnn
@@ -66,7 +66,10 @@ def sync(device: torch.device) -> None:
 
 
 def median_ms(step: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> float:
-    """Median wall milliseconds of `step` after `warmup` calls."""
+    """Median wall milliseconds of `step` after `warmup` calls. Timed by hand rather than with
+    torch.utils.benchmark.Timer: its timeit gives one mean over all calls (two warm-up calls
+    of its own each time, one thread unless told), and the median of single steps is what
+    docs/benchmarks.md reports, robust to the other processes of a shared machine."""
     for _ in range(warmup):
         step()
     times = []
@@ -182,7 +185,7 @@ def table(result: dict) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
@@ -193,7 +196,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default="outputs/bench", help="folder for the JSON and table")
     parser.add_argument("overrides", nargs="*", help="config overrides for the default experiment")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    check_train_overrides(args.overrides, None, parser.format_usage())
     torch.manual_seed(0)
     device = torch.device(args.device)
     module = default_module(args.overrides)

@@ -1,12 +1,16 @@
 """The campaign of issue 20: does the rendering help beyond entropy minimisation? (docs/results.md)
 
-    python scripts/campaign.py run --part 1          # part 1: seeds 1-10, entropy_only vs normalized
-    python scripts/campaign.py run --part 1 2 5 3    # parts in the issue's order
-    python scripts/campaign.py list --part 2         # what a part runs, and which runs are done
-    python scripts/campaign.py report [--partial]    # the tables and statistics, from outputs/campaign
+    python scripts/campaign.py run --part 1        # seeds 1-10, entropy_only vs normalized
+    python scripts/campaign.py run --part 1 2 5 3  # every part, in the issue's order
+    python scripts/campaign.py run --part P        # issue 21: the peers on the same protocol
+    python scripts/campaign.py run --part P --seed 1  # seed 1 of every row first
+    python scripts/campaign.py list --part 2       # what a part runs, and which runs are done
+    python scripts/campaign.py report [--partial]  # the tables and statistics
+    python scripts/campaign.py curves --part 1 --num-labeled 100 --save docs/img/campaign_curves.png
 
-Every run is one drmm-train call with a fixed directory, outputs/campaign/part<k>/<row>/n<N_L>/s<seed>;
-a run whose results.json exists is skipped, so the same command finishes an interrupted campaign.
+Every run is one drmm-train call with a fixed directory,
+outputs/campaign/part<k>/<row>/n<N_L>/s<seed>; a run whose results.json exists is skipped, so
+the same command finishes an interrupted campaign.
 Every run uses precision=auto (bf16 + channels-last on this project's CPU). Rows, seeds, budgets
 and the collapse threshold are fixed here, before the runs (docs/results.md, "The campaign").
 """
@@ -21,6 +25,7 @@ from pathlib import Path
 
 from drmm_lightning.paper import campaign
 from drmm_lightning.paper.campaign import PARTS, Run
+from drmm_lightning.viz.plots import plot_curves
 
 OUT = Path("outputs/campaign")
 
@@ -47,23 +52,40 @@ def done(run: Run, out: Path) -> bool:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("action", choices=("run", "list", "report"))
+    parser.add_argument("action", choices=("run", "list", "report", "curves"))
     parser.add_argument("--part", nargs="+", choices=sorted(PARTS), default=sorted(PARTS))
     parser.add_argument("--out", type=Path, default=OUT, help="campaign directory")
     parser.add_argument(
         "--partial", action="store_true", help="report rows with missing seeds (named)"
     )
-    parser.add_argument("--save", type=Path, help="report: also write the markdown here")
+    parser.add_argument(
+        "--save", type=Path, help="report: also write the markdown here; curves: the PNG"
+    )
+    parser.add_argument("--num-labeled", type=int, default=100, help="curves: the budget drawn")
+    parser.add_argument("--seed", type=int, nargs="+", help="run/list: only these seeds")
     args = parser.parse_args(argv)
 
     runs = [run for part in args.part for run in PARTS[part]]
+    if args.seed:
+        runs = [run for run in runs if run.seed in args.seed]
     if args.action == "list":
         for run in runs:
             mark = "done" if done(run, args.out) else "todo"
             print(f"{mark}  {' '.join(command(run, args.out)[3:])}")
         return 0
+    if args.action == "curves":
+        part = args.part[0]
+        groups = campaign.curve_groups(args.out, part, args.num_labeled)
+        if not groups:
+            sys.exit(f"No curve.jsonl under {args.out}/part{part} at N_L = {args.num_labeled}.")
+        title = f"part {part}, N_L = {args.num_labeled}: test error of every seed"
+        print(plot_curves(groups, args.save or "campaign_curves.png", title, x="step"))
+        return 0
     if args.action == "report":
-        markdown = campaign.report_markdown(args.out, args.part, partial=args.partial)
+        try:
+            markdown = campaign.report_markdown(args.out, args.part, partial=args.partial)
+        except ValueError as incomplete:
+            sys.exit(str(incomplete))
         print(markdown)
         if args.save:
             args.save.write_text(markdown + "\n")

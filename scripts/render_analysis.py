@@ -1,7 +1,7 @@
 """Does a trained DRMM classify by rendering? Numbers for one checkpoint on its test images.
 
-python scripts/render_analysis.py ckpt_path=<run>/checkpoints/last.ckpt [num_images=1000]
-    [split=test|unlabeled] [prior_layers=0] [estep_steps=0]
+python scripts/render_analysis.py <run>/checkpoints/last.ckpt [--num-images 1000]
+    [--split test|unlabeled] [--prior-layers 0] [--estep-steps 0]
 
 Prints the classifier's accuracy, render-argmin accuracy (the class whose rendering, through
 the image's own switches, fits best), their agreement, the true class's rendering error against
@@ -9,14 +9,15 @@ the mean over all classes, and the Euler-identity gap <I_hat_c, I> / sigma^2 aga
 (relative mean absolute difference and correlation; zero and one for the exact adjoint path of
 a network without biases or batch-norm shifts).
 
-split=unlabeled takes the training images outside the run's labeled subset instead of the test
-set (for choosing among variants without the test set). prior_layers and estep_steps render
+--split unlabeled takes the training images outside the run's labeled subset instead of the test
+set (for choosing among variants without the test set). --prior-layers and --estep-steps render
 each class through the prior mean switches of the lowest layers, or re-infer the switches per
 class (models/posterior.py: class_estep), on the trained model as it is.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 
 from drmm_lightning.cli.checkpoints import load_run
-from drmm_lightning.cli.render import eval_images
+from drmm_lightning.cli.render import SPLITS, eval_images
 from drmm_lightning.models import class_render_errors
 from drmm_lightning.models.posterior import euler_gap
 
@@ -79,17 +80,14 @@ def analyse(
 
 
 def main(argv: list[str]) -> None:
-    args = dict(a.split("=", 1) for a in argv)
-    if "ckpt_path" not in args:
-        sys.exit(__doc__)
-    prior = args.get("prior_layers")
-    result = analyse(
-        args["ckpt_path"],
-        int(args.get("num_images", 1000)),
-        args.get("split", "test"),
-        None if prior is None else int(prior),
-        int(args.get("estep_steps", 0)),
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("ckpt", help="a drmm-train checkpoint")
+    parser.add_argument("--num-images", type=int, default=1000)
+    parser.add_argument("--split", default="test", choices=SPLITS)
+    parser.add_argument("--prior-layers", type=int, help="render the lowest k layers' priors")
+    parser.add_argument("--estep-steps", type=int, default=0, help="per-class E-step steps")
+    args = parser.parse_args(argv)
+    result = analyse(args.ckpt, args.num_images, args.split, args.prior_layers, args.estep_steps)
     print(json.dumps(result, indent=2))
 
 

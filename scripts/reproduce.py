@@ -1,26 +1,26 @@
 """Run the presets of one of the paper's tables over seeds, one Hydra multirun per cell.
 
-    python scripts/reproduce.py table=1 [seeds=1,2,3] [budget=1] [only=PATTERNS]
-        [out=outputs/reproduce] [hydra overrides...]
-    make table TABLE=1 ARGS="budget=1 only=*_100"
+    python scripts/reproduce.py --table 1 [--seeds 1,2,3] [--budget 1] [--only PATTERNS]
+        [--out outputs/reproduce] [drmm-train overrides...]
+    make table TABLE=1 ARGS="--budget 1 --only '*_100'"
 
-budget: epochs per run (and per phase of unsup-pretr), replacing the paper schedule's 500;
-only: comma-separated preset names or shell patterns (mnist_drmm5_*_100); default: every cell.
-Other key=value arguments go to drmm-train unchanged (e.g. logger=csv, data=image_folder
-data.path=cifar10-jpeg for Table 4 on the JPEG copy). A failed cell is reported and the others go
-on. Then: scripts/aggregate.py.
+--budget: epochs per run (and per phase of unsup-pretr), replacing the paper schedule's 500;
+--only: comma-separated preset names or shell patterns (mnist_drmm5_*_100); default: every cell.
+The key=value arguments go to drmm-train (e.g. logger=csv, data=image_folder
+data.path=cifar10-jpeg for Table 4 on the JPEG copy); one it would refuse stops the script before
+any run. A failed cell is reported and the others go on. Then: scripts/aggregate.py.
 """
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import time
 from fnmatch import fnmatch
 
+from drmm_lightning.cli.config import check_train_overrides
 from drmm_lightning.paper.tables import TABLES
-
-OWN = ("table", "seeds", "budget", "only", "out")
 
 
 def run_presets(
@@ -49,26 +49,32 @@ def run_presets(
 
 
 def main(argv: list[str]) -> int:
-    args = dict(a.split("=", 1) for a in argv if a.split("=", 1)[0] in OWN)
-    passthrough = [a for a in argv if a.split("=", 1)[0] not in OWN]
-    table = args.get("table", "1")
-    if table not in TABLES:
-        sys.exit(f"Unknown table {table!r}; valid: {', '.join(TABLES)}.")
-    patterns = args.get("only", "*").split(",")
-    cells = list(dict.fromkeys(c.preset for c in TABLES[table].cells))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--table", default="1", choices=sorted(TABLES), help="the paper's table")
+    parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds")
+    parser.add_argument("--budget", type=int, help="epochs per run (default: the presets' 500)")
+    parser.add_argument("--only", default="*", help="comma-separated preset names or patterns")
+    parser.add_argument("--out", default="outputs/reproduce", help="folder of the runs")
+    parser.add_argument("overrides", nargs="*", help="drmm-train overrides (key=value)")
+    args = parser.parse_args(argv)
+    patterns = args.only.split(",")
+    cells = list(dict.fromkeys(c.preset for c in TABLES[args.table].cells))
     presets = [p for p in cells if any(fnmatch(p, pattern) for pattern in patterns)]
     if not presets:
         sys.exit(
-            f"No preset of table {table} matches only={args['only']}; presets: {', '.join(cells)}."
+            f"No preset of table {args.table} matches --only {args.only}; presets: "
+            f"{', '.join(cells)}."
         )
-    out = f"{args.get('out', 'outputs/reproduce')}/table{table}"
+    out = f"{args.out}/table{args.table}"
     budget = (
-        [f"trainer.max_epochs={args['budget']}", f"regime.pretrain_epochs={args['budget']}"]
-        if "budget" in args
+        [f"trainer.max_epochs={args.budget}", f"regime.pretrain_epochs={args.budget}"]
+        if args.budget is not None
         else []
     )
-    failed = run_presets("paper", presets, args.get("seeds", "1,2,3"), out, budget + passthrough)
-    print(f"Done. Aggregate with: python scripts/aggregate.py table={table} runs={out}")
+    overrides = budget + args.overrides
+    check_train_overrides(overrides, f"paper/{presets[0]}", parser.format_usage())
+    failed = run_presets("paper", presets, args.seeds, out, overrides)
+    print(f"Done. Aggregate with: python scripts/aggregate.py --table {args.table} --runs {out}")
     if failed:
         print(f"Failed cells: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import lightning as L
 
 
 class SignalAt(L.Callback):
-    def __init__(self, step: int, signal_name: str = "SIGKILL") -> None:
-        self.step, self.signum = step, getattr(signal, signal_name)
+    def __init__(self, step: int, signal_name: str = "SIGKILL", times: int = 1) -> None:
+        self.step, self.signum, self.times = step, getattr(signal, signal_name), times
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
         if trainer.global_step == self.step:
-            os.kill(os.getpid(), self.signum)
+            for _ in range(self.times):  # times=2: a user pressing Ctrl-C twice
+                os.kill(os.getpid(), self.signum)
+                # a sleep interrupted by the signal runs its Python handler now; two kills back to
+                # back could otherwise reach the handler as one pending signal
+                time.sleep(0.05)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from drmm_lightning.cli.config import GROUPS, check_overrides, options
+from drmm_lightning.cli.config import GROUPS, check_overrides, check_types, options
 from drmm_lightning.cli.eval import evaluate
 from drmm_lightning.cli.train import train
 from drmm_lightning.training import DRMMLitModule
@@ -43,6 +43,7 @@ def test_option_composes_and_instantiates(group: str, option: str, tmp_path: Pat
     ):
         pytest.skip("the optuna extra is not installed (pip install drmm-lightning[optuna])")
     cfg = make_config(tmp_path / "run", f"{group}={option}")
+    check_types(cfg)  # every shipped config passes the schemas
     hydra.utils.instantiate(cfg.data)
     module = hydra.utils.instantiate(
         cfg.model,

@@ -17,11 +17,13 @@ from torchvision.io import write_png
 
 import drmm_lightning.training.checkpointing as checkpointing
 from drmm_lightning.cli.checkpoints import find_checkpoint, read_checkpoint
-from drmm_lightning.cli.config import check_types
 from drmm_lightning.cli.render import check_arguments, fresh_dir
+from drmm_lightning.cli.train import train
 from drmm_lightning.data.datasets import load_dataset
 from drmm_lightning.data.image_folder import load_image_folder
 from drmm_lightning.training.module import DivergenceError, DRMMLitModule
+
+from .conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
 # 30 steps of 20 + 20 images per epoch, two epochs, last.ckpt every 5 steps; one thread so that
@@ -200,34 +202,6 @@ def test_divergence_without_nan_stops_naming_step_and_term() -> None:
 @pytest.mark.parametrize(
     "key,value",
     [
-        ("data.num_labeled", "abc"),
-        ("model.optimizer.lr", "fast"),
-        ("seed", "abc"),
-        ("trainer.max_steps", 1.5),
-        ("objective.weights.kl", "high"),
-        ("test_ckpt", "worst"),
-    ],
-)
-def test_a_wrong_type_names_its_key(key: str, value: object) -> None:
-    cfg = OmegaConf.create(
-        {
-            "seed": 0,
-            "test_ckpt": "best",
-            "data": {"num_labeled": 100},
-            "model": {"optimizer": {"lr": 1e-3}},
-            "trainer": {"max_steps": -1},
-            "objective": {"weights": {"kl": 0.5}},
-        }
-    )
-    check_types(cfg)
-    OmegaConf.update(cfg, key, value)
-    with pytest.raises(ValueError, match=rf"{key}={value!r}"):
-        check_types(cfg)
-
-
-@pytest.mark.parametrize(
-    "key,value",
-    [
         ("per_class", 0),
         ("num_images", 0),
         ("num_images", -3),
@@ -308,3 +282,50 @@ def test_drmm_render_refuses_a_bad_count_before_making_any_directory(tmp_path: P
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "per_class=0 must be a whole number >= 1" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_scheduled_preset_killed_mid_first_epoch_resumes_exactly(
+    tmp_path: Path, mnist: Path
+) -> None:
+    """The ablation presets' exponential_to schedule asks for the run's total steps, which makes
+    Lightning build the training loader before the checkpoint is restored: the place in the
+    epoch must come back all the same (here mid-way through the first epoch, with a validation
+    split carved out of the training images)."""
+    preset = [
+        "experiment=ablation/normalized",
+        "model=drmm2",
+        "data.val_size=100",
+        "data.epoch_size=600",  # 30 steps per epoch: the run stops in its first
+        "trainer.max_steps=16",
+        "callbacks.test_curve.every_n_steps=0",
+    ]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    whole.mkdir()
+    cut.mkdir()
+    assert drmm_train(whole, *preset).returncode == 0
+    killer = ["+callbacks.kill._target_=tests.stop_at.SignalAt", "+callbacks.kill.step=12"]
+    assert drmm_train(cut, *preset, *killer).returncode == -9
+    resumed = drmm_train(cut, *preset, "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "step 10, 0 whole epoch(s) done" in resumed.stdout
+    (reference,), final = runs(whole), runs(cut)[-1]
+    a, b = weights(reference), weights(final)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_fresh_checkpoint_loads_with_lightnings_defaults(tmp_path: Path, mnist: Path) -> None:
+    """The hyperparameters are plain data (the optimizer and scheduler as configs), so
+    DRMMLitModule.load_from_checkpoint(path) needs no weights_only=False; the scheduled preset's
+    optimizer and schedule are rebuilt from them."""
+    run = tmp_path / "run"
+    preset = ["experiment=ablation/normalized", "model=drmm2", "trainer.max_steps=2", "test=false"]
+    train(tiny_config(run, *preset, "callbacks.test_curve.every_n_steps=0"))
+    module = DRMMLitModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert module.hparams["optimizer"]["_target_"] == "torch.optim.Adam"
+    saved = read_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"]
+    for name, value in module.state_dict().items():
+        torch.testing.assert_close(value, saved[name], msg=name)
+    optimizers = module.build_optimizers(lambda: 10)
+    assert optimizers["lr_scheduler"]["interval"] == "step"

@@ -8,7 +8,7 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -21,16 +21,23 @@ def has_validation(datamodule: Any) -> bool:
 
 
 def build_callbacks(
-    cfg: DictConfig, datamodule: Any, checkpoint_dir: str, only: type | None = None
+    cfg: DictConfig,
+    datamodule: Any,
+    checkpoint_dir: str,
+    only: type | None = None,
+    has_logger: bool = True,
 ) -> list[L.Callback]:
     """Instantiate the callbacks of `cfg.callbacks` (or just those of type `only`). Every
-    ModelCheckpoint writes to `checkpoint_dir` and, without a validation split, keeps the last."""
+    ModelCheckpoint writes to `checkpoint_dir` and, without a validation split, keeps the last;
+    the learning-rate monitor is left out when there is no logger to log to."""
     callbacks = []
     for conf in (cfg.get("callbacks") or {}).values():
         if not isinstance(conf, DictConfig) or "_target_" not in conf:
             continue
         kind = hydra.utils.get_class(conf._target_)
         if only is not None and not issubclass(kind, only):
+            continue
+        if issubclass(kind, LearningRateMonitor) and not has_logger:
             continue
         if issubclass(kind, ModelCheckpoint):
             conf = conf.copy()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -143,9 +142,12 @@ def load_run(
     The DataModule comes from the hyperparameters Lightning saved with it; checkpoints written
     before it saved them describe their data in the run config that drmm-train stores."""
     saved = read_checkpoint(ckpt)
-    accepted = inspect.signature(DRMMLitModule).parameters  # as load_from_checkpoint filters
-    module = DRMMLitModule(**{k: v for k, v in saved["hyper_parameters"].items() if k in accepted})
-    module.load_state_dict(saved["state_dict"])
+    # Lightning's own loader; checkpoints written before the optimizer and scheduler were kept
+    # as plain configs hold callables in their hyperparameters, so they need weights_only=False
+    legacy = any(callable(saved["hyper_parameters"].get(k)) for k in ("optimizer", "scheduler"))
+    module = DRMMLitModule.load_from_checkpoint(
+        ckpt, map_location="cpu", weights_only=False if legacy else None
+    )
     module.run_config = saved.get("run_config")
     data = saved.get("datamodule_hyper_parameters")
     if data is None:

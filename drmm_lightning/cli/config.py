@@ -11,6 +11,7 @@ from typing import Any, cast
 from omegaconf import DictConfig, OmegaConf
 
 from .precision import PRECISIONS, channels_last, trainer_precision
+from .schema import TrainConfig, check_config
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = (
@@ -55,6 +56,30 @@ def as_dict(cfg: DictConfig, resolve: bool = False) -> dict[str, Any]:
     return cast("dict[str, Any]", OmegaConf.to_container(cfg, resolve=resolve))
 
 
+def check_train_overrides(overrides: list[str], experiment: str | None, usage: str) -> None:
+    """Exit naming an override that drmm-train would refuse (a typo like tabel=3), checked by
+    composing its config once with the experiment a script passes the overrides on with;
+    `usage`: the script's own options, listed with the refusal."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not overrides:
+        return
+    check_overrides(overrides)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            chosen = [f"experiment={experiment}"] if experiment else []
+            compose("train", [*chosen, *overrides], return_hydra_config=True)
+    except Exception as err:
+        sys.exit(
+            f"{usage}error: {' '.join(overrides)}: not an option of this script and not a "
+            f"drmm-train setting ({str(err).splitlines()[0]})"
+        )
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def check_overrides(args: list[str]) -> None:
     """Exit with a clear message if a `group=choice` override names no config of that group."""
     for arg in args:
@@ -71,51 +96,20 @@ def check_overrides(args: list[str]) -> None:
             )
 
 
-# Settings that must be numbers (int: whole numbers), checked before any work so that a typo
-# like data.num_labeled=abc is named instead of failing deep inside as a comparison of types.
-NUMBERS: dict[str, type] = {
-    "seed": int,
-    "data.num_labeled": int,
-    "data.num_unlabeled": int,
-    "data.val_size": int,
-    "data.labeled_batch_size": int,
-    "data.unlabeled_batch_size": int,
-    "data.eval_batch_size": int,
-    "data.epoch_size": int,
-    "data.num_workers": int,
-    "trainer.max_epochs": int,
-    "trainer.max_steps": int,
-    "regime.pretrain_epochs": int,
-    "model.optimizer.lr": float,
-    "model.optimizer.weight_decay": float,
-    "objective.denoise_std": float,
-    "objective.switch_dropout": float,
-    "objective.posterior_batch": int,
-    "model.check_every": int,
-    "model.render_argmin_estep": int,
-}
+# Settings with a fixed set of values (their types are the schemas' business: cli/schema.py).
 CHOICES: dict[str, tuple] = {
     "precision": PRECISIONS,
     "test_ckpt": ("best", "last"),
     "data.on_device": (True, False, "auto"),
-    "model.channels_last": (True, False),
-    "model.compile": (True, False),
 }
 
 
-def check_types(cfg: DictConfig) -> None:
-    """A ValueError naming the first setting of the wrong type or choice (see NUMBERS)."""
-    weights = {f"objective.weights.{k}": float for k in cfg.get("objective", {}).get("weights", {})}
-    for key, kind in {**NUMBERS, **weights}.items():
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is None:
-            continue
-        whole = isinstance(value, int) and not isinstance(value, bool)
-        if not (whole or (kind is float and isinstance(value, float))):
-            wanted = "a whole number" if kind is int else "a number"
-            raise ValueError(f"{key}={value!r} must be {wanted}.")
-    for key, valid in CHOICES.items():
+def check_types(cfg: DictConfig, top: type = TrainConfig) -> None:
+    """A ValueError naming the first setting of the wrong type (cli/schema.py: every key of
+    every group) or outside its choices (CHOICES), before any data is read."""
+    for key, valid in CHOICES.items():  # first: `precision` is read by resolvers
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and value not in valid:
             names = ", ".join(str(v).lower() if isinstance(v, bool) else v for v in valid)
             raise ValueError(f"{key}={value!r}; valid: {names}.")
+    check_config(cfg, top)

@@ -14,12 +14,14 @@ from omegaconf import DictConfig
 
 from .build import build_loggers, finish_loggers
 from .checkpoints import find_checkpoint, load_run
-from .config import CONF_DIR, check_overrides
+from .config import CONF_DIR, check_overrides, check_types
 from .report import as_floats, print_config, say, summary
+from .schema import EvalConfig
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint `cfg.ckpt_path`; returns the test metrics."""
+    check_types(cfg, EvalConfig)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     ckpt = find_checkpoint(cfg.ckpt_path, cfg.paths.log_dir, "train")

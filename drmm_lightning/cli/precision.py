@@ -24,9 +24,7 @@ def cpu_has_native_bf16() -> bool:
 
 def bf16_supported(accelerator: str) -> bool:
     """Whether `accelerator` (the trainer's: cpu, gpu, cuda, auto) runs bf16 natively."""
-    on_gpu = accelerator in ("gpu", "cuda") or (
-        accelerator == "auto" and torch.cuda.is_available()
-    )
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     if on_gpu:
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return cpu_has_native_bf16()
@@ -58,4 +56,3 @@ def describe(precision: str, accelerator: str) -> str:
     if effective(precision, accelerator) == "bf16":
         return "precision=auto: this device computes bf16 natively; precision=fp32 to turn it off"
     return "precision=auto: this device has no native bf16 (it would be emulated, slower)"
-

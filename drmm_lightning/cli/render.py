@@ -9,27 +9,49 @@ test images), samples (one row per class, Eqs. 5-7), filters (first layer), laye
 (intermediate rendered templates z^(l), one file per layer), classes (up to 8 test images, each
 rendered from every class through its own switches). Files go to <run>/renders/ (renders-2/,
 ... on later calls, so nothing is overwritten) unless out_dir is given.
+
+sampling.sampler chooses how samples are drawn (models/sampling.py): independent (Eq. 5),
+class_prior (class-conditional switch priors of the upper layers) or self_consistent. With
+judge=<an experiment=judge checkpoint>, generation.json beside the pictures scores the samples
+and the transfers (drmm_lightning/generation.py):
+
+    drmm-render ckpt_path=<run> judge=<judge run>/checkpoints/last.ckpt what=[samples,classes] \
+        sampling.sampler=self_consistent sampling.prior_layers=2
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
 from omegaconf import DictConfig
 from torchvision.utils import save_image
 
+from .. import generation
 from ..data import DRMMDataModule
+from ..models import DRMM, render_every_class
+from ..models.sampling import (
+    SAMPLERS,
+    STARTS,
+    ClassSwitchPriors,
+    check_sampler,
+    estimate_class_priors,
+    generate,
+    prior_mean_layers,
+)
 from ..viz import grids
 from .checkpoints import find_checkpoint, load_run
-from .config import CONF_DIR, check_overrides
+from .config import CONF_DIR, as_dict, check_overrides
 
 KINDS = ("reconstructions", "templates", "samples", "filters", "layers", "classes")
 
 
 SPLITS = ("test", "unlabeled")
+SOURCES = ("labeled", "unlabeled")
 
 
 def eval_images(
@@ -66,7 +88,162 @@ def check_arguments(cfg: DictConfig) -> list[str]:
         raise ValueError(
             f"classes={classes!r} must be a non-empty list like [3,5], or null for all."
         )
+    opts = cfg.get("sampling") or {}
+    checks = {
+        "sampling.sampler": (opts.get("sampler", "independent"), SAMPLERS),
+        "sampling.source": (opts.get("source", "labeled"), SOURCES),
+        "sampling.start": (opts.get("start", "class_prior"), STARTS),
+    }
+    for key, (value, valid) in checks.items():
+        if value not in valid:
+            raise ValueError(f"Unknown {key}={value!r}; valid: {', '.join(valid)}.")
+    for key, value, low in (
+        ("sampling.steps", opts.get("steps", 0), 0),
+        ("sampling.transfer_steps", opts.get("transfer_steps", 0), 0),
+        ("sampling.num_unlabeled", opts.get("num_unlabeled", 1), 1),
+        ("sampling.components", opts.get("components", 1), 1),
+        ("judge_per_class", cfg.get("judge_per_class", 1), 1),
+        ("transfer_images", cfg.get("transfer_images", 1), 1),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{key}={value!r} must be a whole number >= {low}.")
+    damping = opts.get("damping", 0.0)
+    if not isinstance(damping, (int, float)) or isinstance(damping, bool) or not 0 <= damping < 1:
+        raise ValueError(f"sampling.damping={damping!r} must be a number in [0, 1).")
+    k = opts.get("prior_layers")
+    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 0):
+        raise ValueError(f"sampling.prior_layers={k!r} must be null or a whole number >= 0.")
     return what
+
+
+def to_pixels(datamodule: DRMMDataModule, images: torch.Tensor) -> torch.Tensor:
+    """Images in a model's input units as [0, 1] pixels (what a picture shows, what the judge
+    scores): the data's normalisation undone, then clamped."""
+    return datamodule.transform.denormalize(images.float().cpu()).clamp(0.0, 1.0)
+
+
+def class_priors(
+    model: DRMM, datamodule: DRMMDataModule, opts: DictConfig | dict, first_layer: int
+) -> ClassSwitchPriors:
+    """p(g^(l) | c) of the layers from `first_layer` up, from the switches inferred on the run's
+    labeled images under their labels, or (source=unlabeled) on training images outside the
+    labeled subset under the classifier's label (no label read)."""
+    data = datamodule.train_data
+    if opts.get("source", "labeled") == "labeled":
+        rows = datamodule.labeled_indices
+        images = datamodule.transform(data.images[rows], train=False)
+        classes = data.labels[rows]
+    else:
+        images = eval_images(datamodule, opts.get("num_unlabeled", 5000), "unlabeled")[0]
+        with torch.no_grad():
+            classes = torch.cat([model(x).argmax(1) for x in images.split(500)])
+    components = opts.get("components", 1)
+    return estimate_class_priors(model, images, classes, first_layer, components)
+
+
+def draw_samples(
+    model: DRMM,
+    datamodule: DRMMDataModule,
+    classes: list[int],
+    per_class: int,
+    opts: DictConfig | dict,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`per_class` samples of each class by the configured sampler, in the model's units, and
+    their classes (class by class)."""
+    sampler = opts.get("sampler", "independent")
+    k = check_sampler(model, sampler, opts.get("prior_layers"))
+    start = opts.get("start", "class_prior")
+    priors = None
+    if sampler == "class_prior" or (sampler == "self_consistent" and start == "class_prior"):
+        priors = class_priors(model, datamodule, opts, k)
+    labels = torch.tensor(classes, device=model.log_sigma2.device).repeat_interleave(per_class)
+    steps, damping = opts.get("steps", 0), opts.get("damping", 0.0)
+    images = generate(model, labels, sampler, priors, k, steps, start, generator, damping)
+    return images, labels.cpu()
+
+
+def class_examples(data: Any, classes: list[int], per_class: int) -> tuple[torch.Tensor, ...]:
+    """The first `per_class` images of each class of a split (uint8) and their labels."""
+    rows = torch.cat([(data.labels == c).nonzero().flatten()[:per_class] for c in classes])
+    return data.images[rows], data.labels[rows]
+
+
+def sample_metrics(
+    judge: generation.Judge,
+    pixels: torch.Tensor,
+    labels: torch.Tensor,
+    datamodule: DRMMDataModule,
+    classes: list[int],
+) -> dict[str, Any]:
+    """Judge accuracy and confidence, diversity and novelty of samples in [0, 1] pixels."""
+    probs = judge.probabilities(pixels)
+    real, real_labels = class_examples(datamodule.test_data, classes, len(labels) // len(classes))
+    real = real.float() / 255
+    train = datamodule.train_data.images.float() / 255
+    per_class = [
+        generation.judge_accuracy(probs[labels == c], labels[labels == c]) for c in classes
+    ]
+    real_probs = judge.probabilities(real)
+    return {
+        "count": len(labels),
+        "judge_accuracy": generation.judge_accuracy(probs, labels),
+        "judge_confidence": generation.judge_confidence(probs, labels),
+        "judge_accuracy_per_class": per_class,
+        "diversity": generation.diversity(pixels, labels, real, real_labels),
+        "novelty": generation.novelty(pixels, train, real),
+        "real_judge_accuracy": generation.judge_accuracy(real_probs, real_labels),
+    }
+
+
+@torch.no_grad()
+def transfer_metrics(
+    model: DRMM,
+    judge: generation.Judge,
+    datamodule: DRMMDataModule,
+    count: int,
+    estep_steps: int = 0,
+) -> dict[str, Any]:
+    """Every class rendered through the switches of `count` test images (what=classes), judged:
+    how often the judge sees the rendered class (over classes other than the image's own
+    label, and over all) or the image's own label instead, and the pose correlation with the
+    image's own rendering (from its inferred class) against another image's own rendering.
+    estep_steps > 0 renders each class through switches re-inferred for it from the image's
+    (models/posterior.py: class_estep)."""
+    images, labels = eval_images(datamodule, count)
+    images = images.to(model.log_sigma2.device)
+    inference = model.infer(images)
+    every = render_every_class(model, inference, images, estep_steps)  # (B, C, ...)
+    renders = to_pixels(datamodule, every)
+    own = to_pixels(datamodule, model.render(inference).image)
+    batch, num_classes = renders.shape[:2]
+    target = torch.arange(num_classes).repeat(batch)
+    source = labels.repeat_interleave(num_classes)
+    predicted = inference.logits.argmax(1).cpu().repeat_interleave(num_classes)
+    probs = judge.probabilities(renders.flatten(0, 1))
+    other = target != source
+    moved = target != predicted  # a class other than the one the image's rendering shows
+    own_rep = own.repeat_interleave(num_classes, 0)
+    other_rep = own.roll(1, 0).repeat_interleave(num_classes, 0)  # another image's rendering
+    flat = renders.flatten(0, 1)
+    return {
+        "images": batch,
+        "judge_accuracy": generation.judge_accuracy(probs[other], target[other]),
+        "judge_accuracy_all": generation.judge_accuracy(probs, target),
+        "judge_confidence": generation.judge_confidence(probs[other], target[other]),
+        "judge_sees_source": generation.judge_accuracy(probs[other], source[other]),
+        "pose_correlation": generation.pose_correlation(
+            flat[moved], own_rep[moved], other_rep[moved]
+        ),
+        "own_rendering_judge_accuracy": generation.judge_accuracy(judge.probabilities(own), labels),
+    }
+
+
+def load_judge(path: str) -> generation.Judge:
+    """An experiment=judge checkpoint as a Judge (its network and its input normalisation)."""
+    module, datamodule = load_run(Path(path))
+    transform = datamodule.transform
+    return generation.Judge(module.net, transform.mean, transform.std)
 
 
 def fresh_dir(base: Path) -> Path:
@@ -95,6 +272,9 @@ def render(cfg: DictConfig) -> list[Path]:
             f"Class index {bad} out of range: the model has {model.num_classes} classes "
             f"(0..{model.num_classes - 1})."
         )
+    opts = cfg.get("sampling") or {}
+    k = check_sampler(model, opts.get("sampler", "independent"), opts.get("prior_layers"))
+    judge = load_judge(cfg.judge) if cfg.get("judge") else None
     out = Path(cfg.out_dir) if cfg.out_dir else fresh_dir(ckpt.parent.parent / "renders")
     out.mkdir(parents=True, exist_ok=True)
     images = torch.empty(0)  # the test images, loaded only for the kinds that show them
@@ -102,6 +282,7 @@ def render(cfg: DictConfig) -> list[Path]:
         images = eval_images(datamodule, cfg.num_images)[0]
     generator = torch.Generator().manual_seed(cfg.seed)
     pictures: dict[str, torch.Tensor] = {}
+    scores: dict[str, Any] = {}
     for kind in what:
         if kind == "reconstructions":
             pictures[kind] = grids.reconstructions(model, images, nrow=min(8, len(images)))
@@ -109,15 +290,49 @@ def render(cfg: DictConfig) -> list[Path]:
             norm = images.flatten(1).norm(dim=1).mean().item()
             pictures[kind] = grids.class_appearances(model, classes, norm)
         elif kind == "samples":
-            pictures[kind] = grids.samples(model, classes, cfg.per_class, generator)
+            count = max(cfg.per_class, cfg.judge_per_class) if judge else cfg.per_class
+            drawn, labels = draw_samples(model, datamodule, classes, count, opts, generator)
+            pixels = to_pixels(datamodule, drawn)
+            shown = pixels.unflatten(0, (len(classes), count))[:, : cfg.per_class]
+            pictures[kind] = grids.grid(shown.flatten(0, 1), cfg.per_class)
+            if cfg.get("save_samples"):
+                torch.save({"images": pixels, "classes": labels}, out / "samples.pt")
+            if judge is not None:
+                scores["samples"] = sample_metrics(judge, pixels, labels, datamodule, classes)
         elif kind == "filters":
             pictures[kind] = grids.filters(model)
         elif kind == "classes":
-            pictures[kind] = grids.every_class(model, images[:8])
+            estep = opts.get("transfer_steps", 0)
+            with prior_mean_layers(model, k):
+                if estep:  # as grids.every_class, through switches re-inferred per class
+                    shown = images[:8]
+                    every = render_every_class(model, model.infer(shown), shown, estep)
+                    rows = torch.cat([shown[:, None], every], dim=1)
+                    pictures[kind] = grids.grid(rows.flatten(0, 1), every.shape[1] + 1)
+                else:
+                    pictures[kind] = grids.every_class(model, images[:8])
+                if judge is not None:
+                    scores["transfers"] = transfer_metrics(
+                        model, judge, datamodule, cfg.transfer_images, estep
+                    )
         else:
             for i, picture in enumerate(grids.layer_templates(model, images[:8])):
                 pictures[f"layer_{len(model.layers) - i}"] = picture
     paths = []
+    if judge is not None:
+        record = {
+            "checkpoint": str(ckpt),
+            "judge": str(cfg.judge),
+            "seed": cfg.seed,
+            "sampling": {
+                **(as_dict(opts) if isinstance(opts, DictConfig) else dict(opts)),
+                "prior_layers_used": k,
+            },
+            **scores,
+        }
+        paths.append(out / "generation.json")
+        paths[-1].write_text(json.dumps(record, indent=2) + "\n")
+        print(paths[-1])
     for name, picture in pictures.items():
         paths.append(out / f"{name}.png")
         if cfg.scale > 1:  # nearest-neighbour enlargement for viewing

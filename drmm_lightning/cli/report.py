@@ -34,9 +34,14 @@ def as_floats(metrics: dict[str, Any]) -> dict[str, float]:
 
 @rank_zero_only
 def save_results(
-    cfg: DictConfig, metrics: dict[str, float], seconds: float, trainer: L.Trainer
+    cfg: DictConfig,
+    metrics: dict[str, float],
+    seconds: float,
+    trainer: L.Trainer,
+    tested: str | None = None,
 ) -> None:
-    """Write results.json into the run directory: what scripts/aggregate.py reads."""
+    """Write results.json into the run directory: what scripts/aggregate.py reads; `tested`
+    says which weights the test metrics are of."""
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     record = {
         "metrics": metrics,
@@ -46,6 +51,7 @@ def save_results(
         "seed": cfg.get("seed"),
         "num_labeled": cfg.data.num_labeled,
         "precision": str(cfg.trainer.precision),
+        "tested": tested,
         "choices": {k: v for k, v in choices.items() if not k.startswith("hydra")},
     }
     path = Path(cfg.paths.output_dir) / "results.json"

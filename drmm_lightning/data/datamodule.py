@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .datasets import check_name, load_dataset
 from .images import ImageData, LabeledImages, StreamBatches, UnlabeledImages
-from .loaders import DeviceLoader, ResumableLoader
+from .loaders import DeviceLoader
 from .root import resolve_data_root
 from .samplers import ShardedSampler, StreamSampler
 from .splits import (
@@ -147,6 +147,8 @@ class DRMMDataModule(L.LightningDataModule):
         self._split: Split | None = None
         self._record: dict | None = None
         self._served: dict[tuple[int, str], ImageData] = {}  # device copies of the images
+        self._train_sampler: StreamSampler | None = None  # of the last training loader
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches) from a checkpoint
 
     def set_regime(self, regime: str) -> None:
         """Serve the streams of `regime` (sup, unsup or semi_sup)
@@ -243,15 +245,30 @@ class DRMMDataModule(L.LightningDataModule):
         _ = self.split
 
     def state_dict(self) -> dict:
-        """The split, so that it travels inside Lightning checkpoints."""
+        """The split and the training stream's place in the epoch (epoch, batches whose step is
+        in the weights), so that both travel inside Lightning checkpoints and a run resumed
+        mid-epoch trains on exactly the batches the uninterrupted run would have.
+
+        The place is kept here rather than as the loader's state because Lightning restores a
+        loader's state only if it builds the loader after restoring the checkpoint; a scheduler
+        that reads `trainer.estimated_stepping_batches` makes it build the loader before (and the
+        loader's saved state was then silently dropped). The DataModule's state is restored
+        before any loader is built."""
         _ = self.split
-        return {"split": self._record}
+        state: dict[str, Any] = {"split": self._record}
+        if self._train_sampler is not None and self.trainer is not None:
+            progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+            batches = progress.processed  # type: ignore[attr-defined]  # a _ProcessedTracker
+            state["position"] = {"epoch": self._train_sampler.epoch, "batches": batches}
+        return state
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Resume with the checkpoint's split
-        (Lightning calls this after setup, before the loaders)."""
+        """Resume with the checkpoint's split and place in the epoch (Lightning calls this after
+        setup, before the loaders)."""
         previous = self._split
         self._adopt(state_dict["split"], source="the checkpoint")
+        position = state_dict.get("position")
+        self._resume_at = (position["epoch"], position["batches"]) if position else None
         if previous is not None and not previous.labeled.equal(self.split.labeled):
             warnings.warn(
                 "The checkpoint's labeled split replaces the one read or drawn at setup.",
@@ -284,11 +301,12 @@ class DRMMDataModule(L.LightningDataModule):
             )
             for name in streams
         }
-        return self._loader(
-            StreamBatches({name: datasets[name] for name in streams}),
-            StreamSampler(samplers),
-            position=self._batches_trained,
-        )
+        sampler = StreamSampler(samplers)
+        if self._resume_at is not None:  # the first loader after a restore: skip what was trained
+            sampler.resume(*self._resume_at)
+            self._resume_at = None
+        self._train_sampler = sampler
+        return self._loader(StreamBatches({name: datasets[name] for name in streams}), sampler)
 
     def val_dataloader(self) -> DataLoader | DeviceLoader | list:
         """The validation split carved out of the training set;
@@ -318,14 +336,6 @@ class DRMMDataModule(L.LightningDataModule):
         return out
 
     # ---- helpers ---------------------------------------------------------------------------------
-
-    def _batches_trained(self) -> int:
-        """Training batches of the current epoch whose step is in the weights (0 without a
-        trainer): what a checkpoint written now has consumed of the epoch."""
-        if self.trainer is None:
-            return 0
-        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
-        return progress.processed  # type: ignore[attr-defined]  # a _ProcessedTracker at runtime
 
     def _rank_and_world(self) -> tuple[int, int]:
         """(global rank, world size) of the attached trainer; (0, 1) without one."""
@@ -373,25 +383,24 @@ class DRMMDataModule(L.LightningDataModule):
         )
 
     def _loader(
-        self,
-        dataset: Dataset,
-        sampler: ShardedSampler | StreamSampler,
-        position: Callable[[], int] | None = None,
+        self, dataset: Dataset, sampler: ShardedSampler | StreamSampler
     ) -> DataLoader | DeviceLoader:
-        """Whole batches are fetched by index tensors, so the loader itself does no batching.
-        Given `position` (the training loader), its place in the epoch travels in checkpoints."""
+        """Whole batches are fetched by index tensors, so the loader itself does no batching."""
         device = self._serving_device()
         if device is not None:
-            return DeviceLoader(dataset, sampler, device, position)
+            return DeviceLoader(dataset, sampler, device)
         options: dict[str, Any] = {
             "sampler": sampler,
             "batch_size": None,
             "num_workers": self.num_workers,
             "persistent_workers": self.num_workers > 0,
+            # its own generator: a DataLoader without one draws its workers' base seed from the
+            # global random state each time an iterator starts, which a resumed run does after
+            # the checkpoint restored that state (noise, switch dropout and augmentation would
+            # then draw other numbers than the uninterrupted run)
+            "generator": torch.Generator().manual_seed(self.seed),
         }
-        if position is None:
-            return DataLoader(dataset, **options)
-        return ResumableLoader(dataset, position=position, **options)
+        return DataLoader(dataset, **options)
 
 
 def _check_at_least(minimum: int, **values: int | None) -> None:

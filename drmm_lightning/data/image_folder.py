@@ -24,7 +24,14 @@ def load_image_folder(directory: Path) -> ImageData:
     cached by path, count and mtime."""
     directory = directory.resolve()
     class_names, class_to_index = find_classes(directory)
-    files = make_dataset(directory, class_to_index, extensions=IMG_EXTENSIONS)
+    try:
+        files = make_dataset(directory, class_to_index, extensions=IMG_EXTENSIONS)
+    except FileNotFoundError:  # torchvision names the classes, not where they are
+        empty = [c for c in class_names if not any(_images_in(directory / c))]
+        raise ValueError(
+            f"No images in the class folder(s) {', '.join(empty)} of {directory}: every class "
+            f"folder needs image files ({', '.join(IMG_EXTENSIONS)})."
+        ) from None
     newest = max(os.stat(path).st_mtime_ns for path, _ in files)
     key = hashlib.blake2b(f"{directory}|{len(files)}|{newest}".encode(), digest_size=10).hexdigest()
     cached = cache_dir() / f"image_folder-{directory.name}-{key}.pt"
@@ -43,6 +50,11 @@ def load_image_folder(directory: Path) -> ImageData:
     )
     partial.replace(cached)
     return data
+
+
+def _images_in(folder: Path) -> list[Path]:
+    """The image files under `folder` (what make_dataset would take)."""
+    return [p for p in folder.rglob("*") if p.is_file() and p.name.lower().endswith(IMG_EXTENSIONS)]
 
 
 def _decode(files: list[tuple[str, int]]) -> torch.Tensor:

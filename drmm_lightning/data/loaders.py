@@ -4,62 +4,38 @@ served from images that live on the accelerator.
 Both draw their index batches from the same sampler, so for a seed they yield the same images
 in the same order; the device loader moves the data set once and the epoch's indices once, then
 fetches every batch on the device (no per-step host-to-device copy, no worker processes).
+Kept beside the DataLoader, which Lightning would accept alone, because on a GPU the DataLoader's
+per-batch host work and copy cost more than the small networks' steps (docs/benchmarks.md).
+
+The place in the epoch of a resumed run is not the loaders' state: the DataModule keeps it
+(datamodule.py: state_dict), because Lightning may build the training loader before a
+checkpoint is restored and then never restores the loader's own state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from .samplers import ShardedSampler, StreamSampler
 
 
-class EpochPosition:
-    """A training loader's place in the epoch, in every checkpoint: Lightning saves the state of
-    loaders that have state_dict/load_state_dict and restores it before iterating, so a run
-    resumed mid-epoch trains on exactly the batches the uninterrupted run would have. Loaders
-    without a `position` (evaluation) have no state."""
-
-    sampler: Any  # a ShardedSampler or StreamSampler (DataLoader types it as any Sampler)
-    position: Callable[[], int] | None = None
-
-    def state_dict(self) -> dict[str, int]:
-        if self.position is None:
-            return {}
-        return {"epoch": self.sampler.epoch, "batches": self.position()}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        if state_dict:
-            self.sampler.resume(state_dict["epoch"], state_dict["batches"])
-
-
-class ResumableLoader(EpochPosition, DataLoader):
-    """The training DataLoader (see EpochPosition)."""
-
-    def __init__(self, *args: Any, position: Callable[[], int], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.position = position
-
-
-class DeviceLoader(EpochPosition):
+class DeviceLoader:
     """Batches of an in-memory data set whose tensors were moved to `device` (the DataModule's
     `on_device`), indexed there by the sampler's index batches: one copy of the epoch's indices
-    per epoch. Lightning iterates it like a DataLoader (len, sampler.set_epoch, and for the
-    training loader its place in the epoch, as ResumableLoader)."""
+    per epoch. Lightning iterates it like a DataLoader (len, sampler.set_epoch)."""
 
     def __init__(
         self,
         dataset: Dataset,
         sampler: ShardedSampler | StreamSampler,
         device: torch.device,
-        position: Callable[[], int] | None = None,
     ) -> None:
         self.dataset, self.sampler, self.device = dataset, sampler, device
-        self.position = position
         self.batch_sampler = None  # as a DataLoader with batch_size=None (Lightning reads it)
 
     def __len__(self) -> int:

@@ -1,5 +1,11 @@
 """Index-batch samplers: each epoch one permutation drawn from (seed, epoch) on every rank,
-sliced per rank."""
+sliced per rank.
+
+Kept instead of Lightning's DistributedSampler (use_distributed_sampler=False), which shards one
+data set per loader: the semi-supervised step draws two streams in lockstep, the small labeled
+one re-drawn (reshuffled) as often as the unlabeled one needs, each with its own order from
+(seed, stream, epoch), and a resumed run skips the batches it had trained on.
+"""
 
 from __future__ import annotations
 

@@ -196,17 +196,26 @@ class RenderingLayer(nn.Module):
             self.prior_t.lerp_(position, self.prior_momentum)
 
     @torch.no_grad()
-    def sample_switches(self, batch: int, generator: torch.Generator | None = None) -> Switches:
-        """Draw a ~ Bern(pi_a) and t ~ Cat(pi_t) for `batch` images (the generative process)."""
+    def sample_switches(
+        self,
+        batch: int,
+        generator: torch.Generator | None = None,
+        prior_a: Tensor | None = None,
+        prior_t: Tensor | None = None,
+    ) -> Switches:
+        """Draw a ~ Bern(pi_a) and t ~ Cat(pi_t) for `batch` images (the generative process).
+        prior_a (B, K, H, W) and prior_t (B, K, H, W, 4), when given, are per-image priors to
+        draw from instead of the learned ones (e.g. class-conditional p(g | c))."""
         device = self.prior_a.device
-        a = (
-            torch.rand((batch, *self.prior_a.shape), generator=generator, device=device)
-            < self.prior_a
-        )
+        pi_a = self.prior_a if prior_a is None else prior_a
+        a = torch.rand((batch, *self.prior_a.shape), generator=generator, device=device) < pi_a
         t = None
         if self.spec.pool == "max":
             k, h, w, _ = self.prior_t.shape
-            probs = self.prior_t.reshape(-1, 4).repeat(batch, 1)
+            if prior_t is None:
+                probs = self.prior_t.reshape(-1, 4).repeat(batch, 1)
+            else:
+                probs = prior_t.reshape(-1, 4)
             position = torch.multinomial(probs, 1, generator=generator).view(batch, k, h, w)
             i = torch.arange(h, device=device).view(1, 1, h, 1)
             j = torch.arange(w, device=device).view(1, 1, 1, w)

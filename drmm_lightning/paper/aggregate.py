@@ -21,17 +21,35 @@ METRIC = "test/error"
 RECONSTRUCTION = "test/reconstruction"  # per-pixel squared error of the rendered test images
 
 
+# Rows of the 3-epoch ablation protocol that measure a Table-1 cell on drmm5_nrm (the campaign of
+# issue 20 runs them at N_L = 100 ... 3000): the paper table shows them beside its own rows.
+ABLATION_CELLS = {
+    "dcn": "mnist_convnet5_sup",
+    "entropy_only": "mnist_drmm5_entropy_only_semi_sup",
+    "normalized": "mnist_drmm5_semi_sup",
+    "adjoint": "mnist_drmm5_nn_kl_semi_sup",
+}
+
+
 def collect(root: str | Path, group: str = "paper") -> dict[tuple[str, str], list[dict[str, Any]]]:
     """results.json records under `root` of the presets in experiment/<group>/, grouped by
-    (preset, model): a run with a model override (e.g. model=drmm5_nrm) is kept apart."""
+    (preset, model): a run with a model override (e.g. model=drmm5_nrm) is kept apart. For the
+    paper's tables, ablation rows that measure a cell (ABLATION_CELLS) join it as
+    (cell preset, "<model>, ablation/<row>")."""
     runs: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for path in sorted(Path(root).rglob("results.json")):
         record = json.loads(path.read_text())
         choices = record.get("choices") or {}
         experiment = choices.get("experiment") or ""
-        if experiment.startswith(f"{group}/") and METRIC in record.get("metrics", {}):
-            record["path"] = str(path.parent)
+        if METRIC not in record.get("metrics", {}):
+            continue
+        record["path"] = str(path.parent)
+        row = experiment.removeprefix("ablation/")
+        if experiment.startswith(f"{group}/"):
             runs[experiment.removeprefix(f"{group}/"), choices.get("model", "")].append(record)
+        elif group == "paper" and experiment.startswith("ablation/") and row in ABLATION_CELLS:
+            preset = f"{ABLATION_CELLS[row]}_{record.get('num_labeled')}"
+            runs[preset, f"{choices.get('model', '')}, {experiment}"].append(record)
     return runs
 
 

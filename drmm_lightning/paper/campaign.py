@@ -7,12 +7,19 @@ Part 2: the same protocol at N_L = 600, 1000, 3000, seeds 1-3: `dcn`, `entropy_o
         `normalized` and `adjoint` (the paper's NN+KL objective on the paper's render path).
 Part 5: CIFAR-10 (the JPEG copy), N_L = 4000, seeds 1-3: `dcn`, `entropy_only`, `normalized`.
 Part 3: the other Table-1 rows the presets hold, seed 1, 3 epochs (and 3 of pre-training).
+Part P: issue 21's peers on the same protocol, N_L = 100, seeds 1-3: `dcn`, pseudo-label, VAT,
+        mean teacher, each alone and with the reconstruction (conf/experiment/peers/); reported
+        beside part 1's `entropy_only` and `normalized` seeds 1-3.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 COLLAPSE = 5.0  # % test error: twice the rows' typical 2.5% at N_L = 100 (fixed before the runs)
 CONTROL = "entropy_only"
@@ -57,13 +64,20 @@ def ablation_runs(
 # CIFAR-10 on the JPEG copy: 3-channel standardisation from its own training set (the protocol's
 # MNIST constants cleared), epochs of the 50K unlabeled images; no augmentation (the data set's
 # default), the same for every row.
-CIFAR = ("data=image_folder", "data.path=cifar10-jpeg", "data.mean=null", "data.std=null")
-CIFAR += ("data.epoch_size=50000",)
+CIFAR = (
+    "data=image_folder",
+    "data.path=cifar10-jpeg",
+    "data.mean=null",
+    "data.std=null",
+    "data.epoch_size=50000",
+)
 
 # Part 3: the Table-1 presets not covered by part 2, with the render path that works for each:
 # the RFM renders from its inferred code on the paper's adjoint path (it reconstructs there,
 # docs/results.md, Table 3); the 2-layer and 5-layer DRMMs on the normalized path (the adjoint
 # path's renderings are no better than a blank image, docs/results.md "The generative half").
+PEERS = ("pseudo_label", "vat", "mean_teacher")  # issue 21 (training/terms/)
+
 TABLE1_OTHERS = {
     "mnist_rfm_semi_sup": (),
     "mnist_drmm2_semi_sup": ("render=normalized",),
@@ -80,4 +94,297 @@ PARTS: dict[str, list[Run]] = {
         for n in (100, 600, 1000, 3000)
         for base, extra in TABLE1_OTHERS.items()
     ],
+    "P": [Run("P", "dcn", "ablation/dcn", 100, s, ("data.num_labeled=100",)) for s in (1, 2, 3)]
+    + [
+        Run("P", row, f"peers/{row}", 100, seed, ("data.num_labeled=100",))
+        for seed in (1, 2, 3)
+        for peer in PEERS
+        for row in (peer, f"{peer}_rc")
+    ],
 }
+# What each part's report reads: its own runs, and for P part 1's control and DRMM on seeds 1-3.
+REPORTED: dict[str, list[Run]] = {
+    **PARTS,
+    "P": PARTS["P"] + [run for run in PARTS["1"] if run.seed <= 3],
+}
+
+
+# ----- reading the runs ----------------------------------------------------------------------
+METRIC = "test/error"
+
+
+def read_results(out: Path, runs: list[Run]) -> dict[Run, dict[str, Any]]:
+    """The results.json record of every finished run of `runs` (missing runs left out)."""
+    found = {}
+    for run in runs:
+        paths = sorted(run.directory(out).rglob("results.json"))
+        if paths:
+            record = json.loads(paths[-1].read_text())
+            record["path"] = str(paths[-1].parent)
+            found[run] = record
+    return found
+
+
+def errors_by_seed(
+    records: dict[Run, dict[str, Any]], row: str, num_labeled: int
+) -> dict[int, float]:
+    """{seed: test error %} of one row at one budget."""
+    return {
+        run.seed: record["metrics"][METRIC]
+        for run, record in records.items()
+        if run.row == row and run.num_labeled == num_labeled and METRIC in record["metrics"]
+    }
+
+
+def missing_seeds(errors: dict[int, float], seeds: list[int]) -> list[int]:
+    return [s for s in seeds if s not in errors]
+
+
+# ----- statistics ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Paired:
+    """Treated minus control, seed by seed, with the tests of issue 20 (two-sided)."""
+
+    differences: dict[int, float]  # seed -> treated - control (pp)
+    negative: int  # seeds where the treated row is better
+    positive: int
+    sign_p: float  # exact binomial test on the non-zero differences
+    wilcoxon_p: float  # Wilcoxon signed-rank (scipy's default: zeros dropped); nan if n < 1
+
+    @property
+    def n(self) -> int:
+        return len(self.differences)
+
+
+def sign_test(differences: list[float]) -> float:
+    """Two-sided exact sign test: how likely this many or more one-sided signs are under
+    P(better) = 1/2, over the non-zero differences (1.0 when all are zero)."""
+    from scipy.stats import binomtest
+
+    nonzero = [d for d in differences if d != 0]
+    if not nonzero:
+        return 1.0
+    return float(binomtest(sum(d < 0 for d in nonzero), len(nonzero), 0.5).pvalue)
+
+
+def wilcoxon_p(differences: list[float]) -> float:
+    """Two-sided Wilcoxon signed-rank p-value (nan when every difference is zero)."""
+    from scipy.stats import wilcoxon
+
+    if not any(d != 0 for d in differences):
+        return math.nan
+    return float(wilcoxon(differences).pvalue)
+
+
+def paired(control: dict[int, float], treated: dict[int, float]) -> Paired:
+    """The paired comparison over the seeds both rows have."""
+    seeds = sorted(control.keys() & treated.keys())
+    diffs = {s: treated[s] - control[s] for s in seeds}
+    values = list(diffs.values())
+    return Paired(
+        diffs,
+        sum(d < 0 for d in values),
+        sum(d > 0 for d in values),
+        sign_test(values),
+        wilcoxon_p(values),
+    )
+
+
+def collapses(errors: dict[int, float], threshold: float = COLLAPSE) -> list[int]:
+    """The seeds whose test error exceeds the collapse threshold."""
+    return sorted(s for s, e in errors.items() if e > threshold)
+
+
+def mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else math.nan
+
+
+def row_summary(errors: dict[int, float], threshold: float = COLLAPSE) -> dict[str, Any]:
+    """Mean over all seeds and over the non-collapsed ones, and the collapsed seeds."""
+    collapsed = collapses(errors, threshold)
+    kept = [e for s, e in errors.items() if s not in collapsed]
+    values = list(errors.values())
+    return {
+        "n": len(values),
+        "mean": mean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "collapsed": collapsed,
+        "mean_kept": mean(kept),
+    }
+
+
+# ----- the report ----------------------------------------------------------------------------
+PAPER_ROW = {  # campaign row -> Table 1 row it measures (drmm5_nrm, the ablation protocol)
+    "dcn": "Convnet (drmm5 architecture, labels only)",
+    "normalized": "DRMM 5-layer semi-sup",
+    "adjoint": "DRMM 5-layer semi-sup NN+KL",
+}
+
+
+def paper_value(row: str, num_labeled: int) -> float | None:
+    """The paper's Table 1 number for a campaign row at N_L (None where it reports none)."""
+    from .tables import TABLES
+
+    for cell in TABLES["1"].cells:
+        if cell.row == PAPER_ROW.get(row) and cell.column == str(num_labeled):
+            return cell.paper
+    return None
+
+
+def _p(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.3g}"
+
+
+def _check_complete(runs: list[Run], errors: dict[tuple[str, int], dict[int, float]]) -> list[str]:
+    """'row at N_L = n: seeds ...' for every row and budget with missing seeds."""
+    wanted: dict[tuple[str, int], list[int]] = {}
+    for run in runs:
+        wanted.setdefault((run.row, run.num_labeled), []).append(run.seed)
+    return [
+        f"{row} at N_L = {n}: seeds {', '.join(map(str, missing))}"
+        for (row, n), seeds in wanted.items()
+        if (missing := missing_seeds(errors.get((row, n), {}), seeds))
+    ]
+
+
+def part_markdown(part: str, out: Path, partial: bool = False) -> str:
+    """Every row of an ablation-protocol part (1, 2 or 5), per budget: the errors per seed, the
+    collapse count, the means, the paper's number, and each row paired against the control."""
+    runs = REPORTED[part]
+    records = read_results(out, runs)
+    rows = list(dict.fromkeys(run.row for run in runs))
+    if part == "P":  # the control first, the DRMM last: the order of issue 21's table
+        rows = ["dcn", CONTROL, *[r for r in rows if r not in ("dcn", CONTROL, DRMM)], DRMM]
+    budgets = list(dict.fromkeys(run.num_labeled for run in runs))
+    errors = {(r, n): errors_by_seed(records, r, n) for r in rows for n in budgets}
+    missing = _check_complete(runs, errors)
+    if missing and not partial:
+        raise ValueError(
+            f"Part {part} is incomplete ({'; '.join(missing)}). Run them with `python "
+            f"scripts/campaign.py run --part {part}`, or report what there is with --partial."
+        )
+    lines = [
+        f"#### Part {part}" + (f" (incomplete: missing {'; '.join(missing)})" if missing else "")
+    ]
+    for n in budgets:
+        # wall minutes per run: the fastest (the cost on a quiet machine) and the median (runs
+        # that shared the two cores with other work are slower, never faster)
+        minutes = {
+            r: [
+                rec["wall_time_s"] / 60
+                for run, rec in records.items()
+                if run.row == r and run.num_labeled == n
+            ]
+            for r in rows
+        }
+        lines += [
+            "",
+            f"N_L = {n}; collapse: test error above {COLLAPSE:g}%; pairs against `{CONTROL}`.",
+            "",
+            "| row | test error % per seed | mean ± std | collapsed (seeds) | mean of the rest "
+            "| paper | vs control: wins / losses, mean diff (pp) | sign p | Wilcoxon p "
+            "| minutes: fastest / median |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in rows:
+            e = errors[row, n]
+            if not e:
+                lines.append(f"| {row} | no runs | | | | | | | | |")
+                continue
+            s = row_summary(e)
+            per_seed = ", ".join(f"{seed}: {err:.2f}" for seed, err in sorted(e.items()))
+            paper = paper_value(row, n)
+            versus, sign, wil = "-", "-", "-"
+            if row != CONTROL and errors[CONTROL, n]:
+                pair = paired(errors[CONTROL, n], e)
+                diff = mean(list(pair.differences.values()))
+                versus = f"{pair.negative} / {pair.positive} of {pair.n}, {diff:+.2f}"
+                sign, wil = _p(pair.sign_p), _p(pair.wilcoxon_p)
+            lines.append(
+                f"| {row} | {per_seed} | {s['mean']:.2f} ± {s['std']:.2f} (n={s['n']}) "
+                f"| {len(s['collapsed'])} ({', '.join(map(str, s['collapsed'])) or '-'}) "
+                f"| {s['mean_kept']:.2f} | {'-' if paper is None else f'{paper:.2f}'} "
+                f"| {versus} | {sign} | {wil} "
+                f"| {min(minutes[row]):.1f} / {statistics.median(minutes[row]):.1f} |"
+            )
+    if part == "P":
+        lines += ["", *rendering_added(errors, budgets[0])]
+    return "\n".join(lines)
+
+
+def rendering_added(errors: dict[tuple[str, int], dict[int, float]], n: int) -> list[str]:
+    """Issue 21: each peer with the reconstruction against the same peer alone, seed by seed."""
+    lines = [
+        "Does the rendering add to each peer? `<peer>_rc` minus `<peer>`, paired by seed:",
+        "",
+        "| peer | difference per seed (pp) | better with the rendering | sign p | Wilcoxon p |",
+        "|---|---|---|---|---|",
+    ]
+    for peer in PEERS:
+        alone, both = errors.get((peer, n), {}), errors.get((f"{peer}_rc", n), {})
+        if not (alone and both):
+            lines.append(f"| {peer} | no pairs | | | |")
+            continue
+        pair = paired(alone, both)
+        per_seed = ", ".join(f"{s}: {d:+.2f}" for s, d in sorted(pair.differences.items()))
+        lines.append(
+            f"| {peer} | {per_seed} | {pair.negative} of {pair.n} | {_p(pair.sign_p)} "
+            f"| {_p(pair.wilcoxon_p)} |"
+        )
+    return lines
+
+
+def others_markdown(out: Path, partial: bool = False) -> str:
+    """Part 3: the other Table-1 rows at seed 1, beside the paper."""
+    from .tables import TABLES
+
+    records = read_results(out, PARTS["3"])
+    missing = [str(run.directory(out)) for run in PARTS["3"] if run not in records]
+    if missing and not partial:
+        raise ValueError(
+            f"Part 3 is incomplete ({len(missing)} runs missing, e.g. {missing[0]}). Run them "
+            "with `python scripts/campaign.py run --part 3`, or report with --partial."
+        )
+    paper = {c.preset: c for c in TABLES["1"].cells}
+    lines = [
+        "#### Part 3"
+        + (f" (incomplete: {len(missing)} of {len(PARTS['3'])} runs missing)" if missing else ""),
+        "",
+        "| Table-1 row | N_L | render path | test error % (seed 1) | paper % | test reconstruction "
+        "| minutes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run in PARTS["3"]:
+        cell = paper[run.experiment.removeprefix("paper/")]
+        path = "normalized" if "render=normalized" in run.overrides else "adjoint"
+        record = records.get(run)
+        if record is None:
+            lines.append(f"| {cell.row} | {run.num_labeled} | {path} | no run | {cell.paper} | | |")
+            continue
+        m = record["metrics"]
+        rec = m.get("test/reconstruction")
+        lines.append(
+            f"| {cell.row} | {run.num_labeled} | {path} | {m[METRIC]:.2f} | {cell.paper} "
+            f"| {'-' if rec is None else f'{rec:.4f}'} | {record['wall_time_s'] / 60:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def report_markdown(out: Path, parts: list[str], partial: bool = False) -> str:
+    """The campaign's tables for `parts`, in the order given."""
+    sections = [
+        others_markdown(out, partial) if p == "3" else part_markdown(p, out, partial) for p in parts
+    ]
+    return "\n\n".join(sections)
+
+
+def curve_groups(out: Path, part: str, num_labeled: int) -> dict[str, list[list[dict]]]:
+    """{row: [curve of each seed]} from the runs' curve.jsonl (test error every 300 steps)."""
+    groups: dict[str, list[list[dict]]] = {}
+    for run in PARTS[part]:
+        if run.num_labeled != num_labeled:
+            continue
+        for curve in sorted(run.directory(out).rglob("curve.jsonl")):
+            points = [json.loads(line) for line in curve.read_text().splitlines() if line]
+            groups.setdefault(run.row, []).append(points)
+    return groups

@@ -67,8 +67,8 @@ class GenerativeImages(L.Callback):
         datamodule = datamodule_of(trainer)
         if trainer.sanity_checking or not trainer.is_global_zero or datamodule is None:
             return
-        if (trainer.current_epoch + 1) % self.every_n_epochs:
-            return
+        if not self.every_n_epochs or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return  # every_n_epochs=0: off
         model = cast("DRMMLitModule", pl_module).net
         for kind in self.what:
             if kind == "reconstructions":
@@ -156,3 +156,15 @@ class ProgressLog(L.Callback):
                 for k, v in shown.items()
             )
         )
+
+
+class ValidatedStep(L.Callback):
+    """The global step of the last validation during fitting (-1: none yet): whether the final
+    weights were validated (cli/train.py tests the best checkpoint only if they were)."""
+
+    def __init__(self) -> None:
+        self.step = -1
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self.step = trainer.global_step

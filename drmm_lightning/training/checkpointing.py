@@ -1,4 +1,5 @@
-"""Checkpoints that survive: written atomically, and one more on SIGTERM/SIGINT before stopping.
+"""Checkpoints that survive: written atomically, and one more on SIGTERM/SIGINT before stopping
+(the step checkpoint, last.ckpt every N steps, is a plain ModelCheckpoint: conf/callbacks).
 
 A cluster preempts a job with SIGTERM and a user stops one with Ctrl-C; either way the run
 finishes its current step, writes last.ckpt and stops, so `ckpt_path=last` loses nothing.
@@ -7,6 +8,7 @@ finishes its current step, writes last.ckpt and stops, so `ckpt_path=last` loses
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -14,47 +16,73 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """torch.save into a temporary file beside the target, then an atomic rename: a kill at any
-    moment leaves the previous checkpoint or the new one, never a truncated file."""
+    moment leaves the previous checkpoint or the new one, never a truncated file.
+
+    Kept rather than Lightning's own writer, which also goes through a temporary file but puts it
+    where fsspec's temporary files go, possibly on another filesystem, where the final move is
+    a copy that a kill can leave half done. A failed write (a full disk) names the file."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None
     ) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed writer
-            stale.unlink(missing_ok=True)
+        remove_partial_writes(path.parent)
         partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             torch.save(checkpoint, partial)
             os.replace(partial, path)
+        except (OSError, RuntimeError) as err:  # torch reports a full disk as a RuntimeError
+            free = shutil.disk_usage(path.parent).free / 2**20
+            raise OSError(
+                f"Could not write checkpoint {path} ({free:.0f} MiB free on its filesystem; a "
+                f"full disk?): {err}"
+            ) from err
         finally:
             partial.unlink(missing_ok=True)
 
 
-class StepCheckpoint(ModelCheckpoint):
-    """last.ckpt every `every_n_train_steps` training steps, mid-epoch included; the end of
-    training is left to the epoch checkpoint (ModelCheckpoint would also save there)."""
+def remove_partial_writes(folder: Path) -> list[Path]:
+    """Delete the temporary files (.<name>.<pid>.tmp) that writers killed mid-write left in
+    `folder`; a live process's are left alone. Returns what was deleted."""
+    removed = []
+    for partial in folder.glob(".*.*.tmp"):
+        pid = partial.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
+            continue
+        partial.unlink(missing_ok=True)
+        removed.append(partial)
+    return removed
 
-    def __init__(self, every_n_train_steps: int = 200, **kwargs: Any) -> None:
-        kwargs = {"save_top_k": 0, "save_last": True, "enable_version_counter": False, **kwargs}
-        super().__init__(every_n_train_steps=every_n_train_steps, **kwargs)
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pass
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 class StopOnSignal(L.Callback):
     """On SIGTERM or SIGINT during training: finish the step, save `<dirpath>/last.ckpt` and stop
     the fit; `stopped_by` then names the signal. A second signal acts at once (the handlers that
     were there before are back in place after the first). Under DDP the ranks agree every
-    `sync_every` steps (a collective each step would stall every step on the slowest rank)."""
+    `sync_every` steps (a collective each step would stall every step on the slowest rank).
+
+    Why not Lightning's own SIGTERM handling (2.6): it stops after the step but saves nothing;
+    on Ctrl-C it stops mid-step, saves nothing and exits 1; and under DDP it broadcasts the
+    signal from inside the handler and raises on the signalled rank a step before the others,
+    so there is no step at which every rank could save together. This callback replaces its
+    SIGTERM handler during training (and so its per-step broadcast never fires)."""
 
     def __init__(self, sync_every: int = 10) -> None:
         self.sync_every = max(1, sync_every)
@@ -73,6 +101,11 @@ class StopOnSignal(L.Callback):
     def _handle(self, signum: int, frame: Any) -> None:
         self._received = signum
         self._restore()
+
+    @property
+    def received(self) -> str | None:
+        """The signal received during training (SIGTERM or SIGINT), saved on or not."""
+        return None if self._received is None else signal.Signals(self._received).name
 
     def _restore(self) -> None:
         for signum, handler in self._previous.items():

@@ -25,6 +25,8 @@ def wandb_api_key_configured() -> bool:
 def wandb_logger(offline: bool | str = "auto", id: str | None = None, **kwargs: Any) -> WandbLogger:
     """A WandbLogger; offline='auto' logs offline unless an API key is configured or WANDB_MODE
     says otherwise. Passing the id of an earlier run continues that run (resume)."""
+    if offline not in (True, False, "auto"):
+        raise ValueError(f"logger.wandb.offline={offline!r}; valid: true, false, auto.")
     if offline == "auto":
         mode = os.environ.get("WANDB_MODE")
         offline = mode in ("offline", "dryrun") if mode else not wandb_api_key_configured()

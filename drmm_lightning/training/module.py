@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import hydra
 import lightning as L
 import torch
 from torch import Tensor
@@ -40,7 +41,10 @@ class DivergenceError(RuntimeError):
     """The loss left its bound or grew by a large factor; the message names the step and term."""
 
 
-DIVERGENCE = {"max_loss": 1.0e4, "growth": 1.0e3, "window": 50}
+# The divergence guard is ours rather than Lightning's EarlyStopping(divergence_threshold=...,
+# check_finite=True), which checks one logged metric at epoch or validation ends: this one checks
+# every step's loss and names the step and the term that blew up.
+DIVERGENCE = {"max_loss": 1.0e4, "growth": 1.0e3, "window": 50, "spike": 100.0}
 
 
 def describe(terms: dict[str, float]) -> str:
@@ -58,6 +62,24 @@ class Watched:
     values: Tensor  # (1 + len(names),): the loss, then each term
 
 
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "lr": 1e-3}
+
+
+def factory(spec: Mapping[str, Any] | Callable[..., Any]) -> Callable[..., Any]:
+    """The callable an optimizer or scheduler spec names: its `_target_`, or itself."""
+    return hydra.utils.get_object(spec["_target_"]) if isinstance(spec, Mapping) else spec
+
+
+def build(spec: Mapping[str, Any] | Callable[..., Any], **kwargs: Any) -> Any:
+    """An optimizer or scheduler from its spec: a config ({_target_: ..., arguments}, as the YAML
+    files give it; plain data, so checkpoints load with Lightning's load_from_checkpoint and
+    torch.load(weights_only=True)) or a callable (a partial, as older checkpoints hold)."""
+    if not isinstance(spec, Mapping):
+        return spec(**kwargs)
+    arguments = {k: v for k, v in spec.items() if not k.startswith("_")}
+    return factory(spec)(**arguments, **kwargs)
+
+
 class DRMMLitModule(L.LightningModule):
     """EG training of a DRMM, DRFM or the same-architecture CNN (objective weights all zero)."""
 
@@ -69,8 +91,8 @@ class DRMMLitModule(L.LightningModule):
         image_size: int = 28,
         arch_kwargs: dict[str, Any] | None = None,
         objective: dict[str, Any] | None = None,
-        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-        scheduler: Callable[..., Any] | None = None,
+        optimizer: Mapping[str, Any] | Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Mapping[str, Any] | Callable[..., Any] | None = None,
         scheduler_interval: str = "epoch",
         pixel_std: Sequence[float] | None = None,
         diagnostics_every: int = 50,
@@ -105,6 +127,7 @@ class DRMMLitModule(L.LightningModule):
             self.net = self.net.to(memory_format=torch.channels_last)
         std = None if pixel_std is None else tuple(float(v) for v in pixel_std)
         self.objective = EGObjective.from_config(objective, pixel_std=std)
+        self.objective.bind(self.net)  # terms that copy the network (mean teacher) copy it now
         self.pixel_std = None if std is None else torch.tensor(std)
         # validate_args would synchronise with the device every step
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
@@ -121,6 +144,7 @@ class DRMMLitModule(L.LightningModule):
         self.run_config: dict[str, Any] | None = None
         self._window: list[float] = []
         self._best_window = float("inf")
+        self._first_loss: float | None = None
         self._watched: list[Watched] = []
         step = self.objective.__call__
         self._step = torch.compile(step) if compile else step
@@ -136,7 +160,7 @@ class DRMMLitModule(L.LightningModule):
         if self.hparams["channels_last"]:
             labeled = None if labeled is None else (to_channels_last(labeled[0]), labeled[1])
             unlabeled = None if unlabeled is None else to_channels_last(unlabeled)
-        out = self._step(self.net, labeled, unlabeled)
+        out = self._step(self.net, labeled, unlabeled, step=self.global_step)
         self.watch(out.loss, out.terms)
         n = out.num_labeled + (0 if unlabeled is None else len(unlabeled))
         logged = {f"train/{name}": value for name, value in out.terms.items()}
@@ -173,6 +197,19 @@ class DRMMLitModule(L.LightningModule):
             )
         return out.loss
 
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimizer step, then the objective's terms update what they keep (the mean
+        teacher's EMA), before any callback, so a step checkpoint holds both updates."""
+        step = self.global_step
+        super().optimizer_step(*args, **kwargs)
+        self.objective.after_step(self.net, step)
+
+    @property
+    def eval_net(self) -> Any:
+        """The network evaluation uses: the trained one, or the mean teacher when
+        objective.evaluate_teacher is set."""
+        return self.objective.evaluation_net(self.net)
+
     def watch(self, loss: Tensor, terms: dict[str, Tensor]) -> None:
         """Keep this step's loss and terms on the device; check them every `check_every` steps
         (and before any checkpoint is written, so none holds an unchecked step)."""
@@ -205,9 +242,20 @@ class DRMMLitModule(L.LightningModule):
             return
         value = abs(loss)
         self._window.append(value)
+        # a run shorter than a window is guarded by its first step: one step that leaves it
+        # `spike` times behind has wrecked the weights, even if the loss comes back down. The
+        # floor of 1 keeps a signed objective whose first loss happens to sit near 0 (terms
+        # cancelling, e.g. unsupervised pre-training) from being stopped for reaching -1
+        self._first_loss = value if self._first_loss is None else self._first_loss
+        spike = guard.get("spike")
         reason = None
         if value > guard["max_loss"]:
             reason = f"|loss| = {value:.3g} exceeds divergence.max_loss = {guard['max_loss']:.3g}"
+        elif spike and value > spike * max(self._first_loss, 1.0):
+            reason = (
+                f"|loss| = {value:.3g} is more than divergence.spike = {spike:.3g} times the "
+                f"first step's, {self._first_loss:.3g}"
+            )
         elif len(self._window) >= guard["window"]:
             mean = sum(self._window) / len(self._window)
             self._window = []
@@ -254,18 +302,17 @@ class DRMMLitModule(L.LightningModule):
         if self.hparams["channels_last"]:
             x = to_channels_last(x)
         n = len(y)
-        inference = self.net.infer(x)
+        net = self.eval_net
+        inference = net.infer(x)
         predicted = inference.logits.argmax(1)
         estep = self.hparams["render_argmin_estep"]
         errors = None  # ||I - I_hat_c||^2 per pixel of every image and class (B, C)
-        if self.hparams["render_argmin"] and self.net.num_classes > 1:
-            errors = class_render_errors(self.net, inference, x, estep, self.pixel_std)
+        if self.hparams["render_argmin"] and net.num_classes > 1:
+            errors = class_render_errors(net, inference, x, estep, self.pixel_std)
         if errors is not None and not estep:  # the predicted class was rendered among them
             reconstruction = errors.gather(1, predicted[:, None]).mean()
         else:
-            reconstruction = reconstruction_error(
-                x, self.net.render(inference).image, self.pixel_std
-            )
+            reconstruction = reconstruction_error(x, net.render(inference).image, self.pixel_std)
         rec_metric = self.val_rec if stage == "val" else self.test_rec
         rec_metric(reconstruction)
         self.log(f"{stage}/loss", cross_entropy(inference.logits, y), on_epoch=True, batch_size=n)
@@ -306,20 +353,28 @@ class DRMMLitModule(L.LightningModule):
 
     # ----- checkpoints -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the run config, the experiment loggers' run ids and the CPU random state, so a
-        resume continues them and draws what the uninterrupted run would (noise of denoise_std,
-        switch dropout, augmentation); mark an epoch that a stop cut short as unfinished."""
+        """Keep the run config, the experiment loggers' run ids and the CPU and CUDA random
+        states, so a resume continues them and draws what the uninterrupted run would (noise of
+        denoise_std, switch dropout, augmentation); mark an epoch that a stop cut short as
+        unfinished."""
         self.run_checks()
         checkpoint["run_config"] = self.run_config
         checkpoint["rng_state"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state_all()
         mark_unfinished_epoch(checkpoint)
         ids = {type(lg).__name__.removesuffix("Logger").lower(): lg.version for lg in self.loggers}
         checkpoint["logger_ids"] = {k: v for k, v in ids.items() if isinstance(v, str)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Continue the CPU random state the checkpoint saved."""
+        """Continue the CPU and CUDA random states the checkpoint saved (CUDA: where this machine
+        has as many devices as the one that saved it; else the devices keep their own)."""
         if "rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["rng_state"])
+        cuda_states = checkpoint.get("cuda_rng_state")
+        if cuda_states and torch.cuda.is_available():
+            if len(cuda_states) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda_states)
 
     # ----- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -328,14 +383,15 @@ class DRMMLitModule(L.LightningModule):
     def build_optimizers(self, total_steps: Callable[[], int]) -> Any:
         """The configured optimizer (default Adam 1e-3) and scheduler; schedulers that take
         `total_steps` get the run's number of optimizer steps (asked for only then)."""
-        make_opt = self.hparams["optimizer"] or (lambda params: torch.optim.Adam(params, lr=1e-3))
-        optimizer = make_opt(params=self.parameters())
+        optimizer = build(self.hparams["optimizer"] or DEFAULT_OPTIMIZER, params=self.parameters())
         make_scheduler = self.hparams["scheduler"]
         if make_scheduler is None:
             return optimizer
-        wants_steps = "total_steps" in inspect.signature(make_scheduler).parameters
-        scheduler = make_scheduler(
-            optimizer=optimizer, **({"total_steps": total_steps()} if wants_steps else {})
+        wants_steps = "total_steps" in inspect.signature(factory(make_scheduler)).parameters
+        scheduler = build(
+            make_scheduler,
+            optimizer=optimizer,
+            **({"total_steps": total_steps()} if wants_steps else {}),
         )
         interval = self.hparams["scheduler_interval"]
         return {

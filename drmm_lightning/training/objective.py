@@ -37,6 +37,10 @@ sigma^2 is the M-step estimate, the batch's per-pixel reconstruction error (held
 class prior pi uniform. switch_dropout replaces each inferred switch by a draw from its prior
 with that probability before rendering (training only), so the class template has to carry
 what the dropped switches no longer do.
+
+Plug-in terms (`terms`: training/terms/, one file each: pseudo-label, VAT, mean teacher) are
+summed after these, each weight x value at the step's weight (ramps included); the objective is
+an nn.Module so that a term's state (the mean teacher's network) is saved with the model.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..models import (
     DRMM,
@@ -59,6 +63,7 @@ from ..models import (
     reconstruction_error,
 )
 from ..models.posterior import class_render_errors
+from .terms import StepContext, Term, build_terms
 
 COST_MODES = ("both", "unsup", "sup")
 ESTEPS = ("hard", "soft")
@@ -112,7 +117,7 @@ class StepOutput:
     templates: list[Tensor] | None  # their intermediate rendered templates z^(L), ..., z^(1)
 
 
-class EGObjective:
+class EGObjective(nn.Module):
     """Evaluate the EG loss of a labeled and/or unlabeled batch for a DRMM-family model."""
 
     def __init__(
@@ -125,7 +130,10 @@ class EGObjective:
         switch_dropout: float = 0.0,
         posterior_batch: int = 32,
         pixel_std: tuple[float, ...] | None = None,
+        terms: dict[str, Term] | None = None,
+        evaluate_teacher: bool = False,
     ) -> None:
+        super().__init__()
         if estep not in ESTEPS:
             raise ValueError(f"Unknown estep {estep!r}; valid: {ESTEPS}.")
         if cost_mode not in COST_MODES:
@@ -146,6 +154,13 @@ class EGObjective:
         self.switch_dropout = switch_dropout
         self.posterior_batch = posterior_batch
         self.pixel_std = None if pixel_std is None else torch.tensor(pixel_std)
+        self.terms = nn.ModuleDict(terms or {})
+        if evaluate_teacher and not any(t.name == "mean_teacher" for t in self.plugins()):
+            raise ValueError(
+                "objective.evaluate_teacher=true needs a term with a teacher network "
+                "(objective.terms.mean_teacher); none is configured."
+            )
+        self.evaluate_teacher = evaluate_teacher
 
     @classmethod
     def from_config(
@@ -155,6 +170,7 @@ class EGObjective:
         keys are refused with the valid names."""
         config = dict(config or {})
         weights = config.pop("weights", {}) or {}
+        terms = build_terms(config.pop("terms", None))
         valid = {
             "estep",
             "cost_mode",
@@ -162,6 +178,7 @@ class EGObjective:
             "denoise_std",
             "switch_dropout",
             "posterior_batch",
+            "evaluate_teacher",
         }
         for given, names in (
             (set(config), valid),
@@ -171,7 +188,40 @@ class EGObjective:
                 raise ValueError(
                     f"Unknown objective option(s) {sorted(given - names)}; valid: {sorted(names)}."
                 )
-        return cls(ObjectiveWeights(**weights), pixel_std=pixel_std, **config)
+        return cls(ObjectiveWeights(**weights), pixel_std=pixel_std, terms=terms, **config)
+
+    # ----- plug-in terms -----------------------------------------------------------------------
+    def plugins(self) -> list[Term]:
+        return [t for t in self.terms.values() if isinstance(t, Term)]
+
+    def bind(self, model: DRMM) -> None:
+        """Hand the trained network to the terms that keep a copy of it (the mean teacher)."""
+        for term in self.plugins():
+            term.bind(model)
+
+    def after_step(self, model: DRMM, step: int) -> None:
+        """After each optimizer step (the mean teacher's EMA update)."""
+        for term in self.plugins():
+            term.after_step(model, step)
+
+    def evaluation_net(self, model: DRMM) -> nn.Module:
+        """The network evaluation uses: the teacher with evaluate_teacher, else `model`."""
+        if self.evaluate_teacher:
+            for term in self.plugins():
+                if (net := term.evaluation_net()) is not None:
+                    return net
+        return model
+
+    def check_streams(self, regime: str, streams: tuple[str, ...]) -> None:
+        """A ValueError naming each term that a regime serving only `streams` cannot feed."""
+        for term in self.plugins():
+            if missing := sorted(term.streams - set(streams)):
+                needs = " and ".join(sorted(term.streams))
+                raise ValueError(
+                    f"objective.terms.{term.name} needs {needs} images in every step, but "
+                    f"regime {regime!r} serves {' or '.join(streams)} only "
+                    f"(no {', '.join(missing)}). Use regime=semi_sup or drop the term."
+                )
 
     def render_classes(self, logits: Tensor, labels: Tensor | None) -> Tensor:
         """Classes to render from: labels where known, else the E-step's class estimate."""
@@ -235,8 +285,10 @@ class EGObjective:
         model: DRMM,
         labeled: tuple[Tensor, Tensor] | None = None,
         unlabeled: Tensor | None = None,
+        step: int = 0,
     ) -> StepOutput:
-        """One E-step on the joint batch and the weighted loss for the G-step."""
+        """One E-step on the joint batch and the weighted loss for the G-step (`step`: the
+        global step, for the plug-in terms' ramps)."""
         if labeled is None and unlabeled is None:
             raise ValueError("EGObjective needs a labeled or an unlabeled batch.")
         images = [b for b in (labeled[0] if labeled else None, unlabeled) if b is not None]
@@ -281,6 +333,12 @@ class EGObjective:
             for name, value in self.posterior_terms(model, x, inference, labels, sigma2).items():
                 terms[name] = value
                 loss = loss + getattr(w, name) * value
+        context = StepContext(model, x, labels, logits, step, self.pixel_std)
+        for term in self.plugins():
+            weight = term.scale(step)
+            if weight > 0:
+                terms[term.name] = term(context)
+                loss = loss + weight * terms[term.name]
         return StepOutput(
             loss,
             {k: v.detach() for k, v in terms.items()},

@@ -9,18 +9,11 @@ from torchvision.utils import make_grid
 from ..models import DRMM, activity_maximization, render_every_class
 
 
-def to_unit_range(images: Tensor) -> Tensor:
-    """Min-max scale each image to [0, 1] for display."""
-    flat = images.flatten(1)
-    lo, hi = flat.min(1).values, flat.max(1).values
-    return ((flat - lo[:, None]) / (hi - lo).clamp_min(1e-8)[:, None]).view_as(images)
-
-
 def grid(images: Tensor, nrow: int) -> Tensor:
-    """A (3, H, W) grid of images, each scaled to [0, 1], with a one-pixel border."""
-    return make_grid(
-        to_unit_range(images.detach().float().cpu()), nrow=nrow, padding=1, pad_value=1.0
-    )
+    """A (3, H, W) grid of images, each min-max scaled to [0, 1] on its own, with a one-pixel
+    white border."""
+    images = images.detach().float().cpu()
+    return make_grid(images, nrow=nrow, padding=1, pad_value=1.0, normalize=True, scale_each=True)
 
 
 def interleave_rows(top: Tensor, bottom: Tensor, nrow: int) -> Tensor:

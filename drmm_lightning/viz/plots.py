@@ -43,14 +43,15 @@ def plot_curves(
     title: str = "",
     key: str = "test_error",
     references: dict[str, float] | None = None,
+    x: str = "epoch",
 ) -> Path:
     """One line per run (same colour per group), `key` (test_error or test_reconstruction)
-    against epoch, log scale; optional horizontal reference lines (name -> value)."""
+    against `x` (epoch or step), log scale; optional horizontal reference lines (name -> value)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, (label, runs) in enumerate(sorted(groups.items())):
         for j, run in enumerate(runs):
             ax.plot(
-                [p["epoch"] for p in run],
+                [p[x] for p in run],
                 [p[key] for p in run],
                 color=f"C{i}",
                 alpha=0.8,
@@ -59,7 +60,7 @@ def plot_curves(
     for name, value in (references or {}).items():
         ax.axhline(value, color="grey", linestyle=":", linewidth=1)
         ax.annotate(name, (0, value), fontsize=7, color="grey", va="bottom")
-    ax.set(xlabel="epoch", ylabel=LABELS.get(key, key), yscale="log", title=title)
+    ax.set(xlabel=x, ylabel=LABELS.get(key, key), yscale="log", title=title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, path)

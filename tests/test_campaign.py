@@ -1,0 +1,94 @@
+"""Issue 20's statistics: collapse counts, the sign test and the Wilcoxon signed-rank test on a
+small fake set of runs equal a hand computation; the report refuses a row with missing seeds
+unless asked for partial rows, and then names them."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from drmm_lightning.paper import campaign
+from drmm_lightning.paper.campaign import PARTS, paired, row_summary
+
+
+def test_sign_and_wilcoxon_equal_the_hand_computation() -> None:
+    control = {1: 3.0, 2: 4.0, 3: 5.0, 4: 6.0, 5: 2.0}
+    treated = {1: 2.0, 2: 2.0, 3: 2.0, 4: 2.0, 5: 2.5}  # differences -1, -2, -3, -4, +0.5
+    pair = paired(control, treated)
+    assert (pair.negative, pair.positive, pair.n) == (4, 1, 5)
+    # sign test: P(4 or more of 5 one way) twice = 2 * (5 + 1) / 32
+    assert pair.sign_p == pytest.approx(12 / 32)
+    # Wilcoxon: ranks of |d| 2, 3, 4, 5 negative, 1 positive; W = 1; exact two-sided p =
+    # 2 * #{sign patterns with positive rank sum <= 1} / 2^5 = 2 * 2 / 32
+    assert pair.wilcoxon_p == pytest.approx(4 / 32)
+
+
+def test_ties_are_left_out_of_the_sign_test_and_all_ties_give_no_wilcoxon() -> None:
+    pair = paired({1: 2.0, 2: 2.0, 3: 3.0}, {1: 2.0, 2: 1.0, 3: 2.0})  # 0, -1, -1
+    assert pair.sign_p == pytest.approx(0.5)  # 2 of 2 non-zero: 2 * 1/4
+    none = paired({1: 2.0}, {1: 2.0})
+    assert none.sign_p == 1.0 and math.isnan(none.wilcoxon_p)
+
+
+def test_collapse_count_and_mean_of_the_rest() -> None:
+    summary = row_summary({1: 2.5, 2: 9.2, 3: 2.5, 4: 5.0, 5: 5.01})
+    assert summary["collapsed"] == [2, 5]  # above 5%, not at it
+    assert summary["mean_kept"] == pytest.approx(10.0 / 3)
+    assert summary["mean"] == pytest.approx((2.5 + 9.2 + 2.5 + 5.0 + 5.01) / 5)
+
+
+def write_fake_runs(out: Path, errors: dict[tuple[str, int], float]) -> None:
+    """results.json for part-1 runs: {(row, seed): test error}."""
+    for run in PARTS["1"]:
+        if (run.row, run.seed) not in errors:
+            continue
+        folder = run.directory(out) / "0"
+        folder.mkdir(parents=True)
+        record = {"metrics": {"test/error": errors[run.row, run.seed]}, "wall_time_s": 60.0}
+        (folder / "results.json").write_text(json.dumps(record))
+
+
+def test_report_refuses_missing_seeds_unless_partial_then_names_them(tmp_path) -> None:
+    errors = {("entropy_only", s): 2.5 for s in range(1, 11)}
+    errors |= {("normalized", s): 2.4 for s in range(1, 11) if s != 7}
+    errors["entropy_only", 2] = 9.2
+    write_fake_runs(tmp_path, errors)
+    with pytest.raises(ValueError, match="normalized at N_L = 100: seeds 7.*--partial"):
+        campaign.part_markdown("1", tmp_path)
+    text = campaign.part_markdown("1", tmp_path, partial=True)
+    assert "incomplete: missing normalized at N_L = 100: seeds 7" in text
+    control = next(line for line in text.splitlines() if line.startswith("| entropy_only"))
+    assert "| 1 (2) |" in control  # one collapse, seed 2
+    drmm = next(line for line in text.splitlines() if line.startswith("| normalized"))
+    assert "9 / 0 of 9" in drmm  # better on the 9 paired seeds (by 0.1, and 6.8 on seed 2)
+
+
+def test_complete_report_has_no_missing_note(tmp_path) -> None:
+    write_fake_runs(
+        tmp_path,
+        {(r, s): 2.0 + s / 10 for r in ("entropy_only", "normalized") for s in range(1, 11)},
+    )
+    text = campaign.part_markdown("1", tmp_path)
+    assert "incomplete" not in text and "0 / 0 of 10" in text
+
+
+def test_ablation_rows_that_measure_a_table_1_cell_join_it(tmp_path) -> None:
+    from drmm_lightning.paper.aggregate import collect, table_markdown
+
+    folder = tmp_path / "part2" / "normalized" / "n600" / "s1" / "0"
+    folder.mkdir(parents=True)
+    record = {
+        "metrics": {"test/error": 1.9},
+        "num_labeled": 600,
+        "seed": 1,
+        "choices": {"experiment": "ablation/normalized", "model": "drmm5_nrm"},
+    }
+    (folder / "results.json").write_text(json.dumps(record))
+    runs = collect(tmp_path)
+    assert list(runs) == [("mnist_drmm5_semi_sup_600", "drmm5_nrm, ablation/normalized")]
+    table = table_markdown("1", runs)
+    line = next(x for x in table.splitlines() if "ablation/normalized" in x)
+    assert "| 600 | 1.90 (n=1) | 1.56 | +0.34 |" in line
