@@ -215,6 +215,22 @@ def test_ctrl_c_twice_stops_at_once_with_status_130(tmp_path: Path, mnist: Path)
     assert "SIGINT at step 3: stopped at once, nothing saved" in result.stdout
 
 
+def test_a_second_sigint_stops_at_once_where_sigint_was_ignored() -> None:
+    """A process started in the background ignores SIGINT; the second signal must still act (the
+    first handler used to hand it back to "ignore", so the run saved and stopped a step later)."""
+    ours = signal.getsignal(signal.SIGINT)
+    stop = checkpointing.StopOnSignal()
+    stop._previous = {signal.SIGINT: signal.SIG_IGN}
+    try:
+        stop._handle(signal.SIGINT, None)
+        assert stop.received == "SIGINT"
+        with pytest.raises(KeyboardInterrupt):
+            stop._handle(signal.SIGINT, None)
+        assert stop._previous == {}
+    finally:
+        signal.signal(signal.SIGINT, ours)  # _handle put "ignore" back, as it found it
+
+
 def test_debug_presets_keep_the_chosen_accelerator(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, "debug=fdr", "trainer=gpu")
     assert cfg.trainer.accelerator == "gpu" and cfg.trainer.fast_dev_run

@@ -74,9 +74,10 @@ def process_alive(pid: int) -> bool:
 
 class StopOnSignal(L.Callback):
     """On SIGTERM or SIGINT during training: finish the step, save `<dirpath>/last.ckpt` and stop
-    the fit; `stopped_by` then names the signal. A second signal acts at once (the handlers that
-    were there before are back in place after the first). Under DDP the ranks agree every
-    `sync_every` steps (a collective each step would stall every step on the slowest rank).
+    the fit; `stopped_by` then names the signal. A second signal acts at once (through the handler
+    that was there before, or as a default handler would where there was none). Under DDP the
+    ranks agree every `sync_every` steps (a collective each step would stall every step on the
+    slowest rank).
 
     Why not Lightning's own SIGTERM handling (2.6): it stops after the step but saves nothing;
     on Ctrl-C it stops mid-step, saves nothing and exits 1; and under DDP it broadcasts the
@@ -99,8 +100,21 @@ class StopOnSignal(L.Callback):
             self._previous = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self._received = signum
+        if self._received is None:  # the first: finish the step, save, stop
+            self._received = signum
+            return
+        # the second acts at once, through the handler that was there before; where that was
+        # none or "ignore" (a process started in the background ignores SIGINT), as a default
+        # handler would: KeyboardInterrupt for SIGINT, the default action for SIGTERM
+        previous = self._previous.get(signum)
         self._restore()
+        if callable(previous):
+            previous(signum, frame)
+        elif signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        else:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
 
     @property
     def received(self) -> str | None:
