@@ -63,11 +63,14 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--num-labeled", type=int, default=100, help="curves: the budget drawn")
     parser.add_argument("--seed", type=int, nargs="+", help="run/list: only these seeds")
+    parser.add_argument("--row", nargs="+", help="run/list: only these rows (e.g. pseudo_label)")
     args = parser.parse_args(argv)
 
     runs = [run for part in args.part for run in PARTS[part]]
     if args.seed:
         runs = [run for run in runs if run.seed in args.seed]
+    if args.row:
+        runs = [run for run in runs if run.row in args.row]
     if args.action == "list":
         for run in runs:
             mark = "done" if done(run, args.out) else "todo"

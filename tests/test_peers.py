@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from drmm_lightning.cli.eval import evaluate
 from drmm_lightning.cli.train import validate
 from drmm_lightning.data import STREAMS
 from drmm_lightning.models import build_model
@@ -134,6 +135,21 @@ def test_killed_mean_teacher_run_resumes_the_same_teacher(tmp_path: Path, mnist:
     assert teacher and a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)
+    # drmm-eval tests the student by default and the teacher with evaluate_teacher=true
+    ckpt = runs(whole)[0] / "checkpoints" / "last.ckpt"
+    losses = [
+        evaluate(
+            make_config(
+                tmp_path / f"eval_{flag}",
+                f"ckpt_path={ckpt}",
+                f"evaluate_teacher={flag}",
+                "trainer.limit_test_batches=1",
+                name="eval",
+            )
+        )["test/loss"]
+        for flag in ("false", "true")
+    ]
+    assert losses[0] != losses[1]
 
 
 # ----- pseudo-label ------------------------------------------------------------------------------

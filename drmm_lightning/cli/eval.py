@@ -2,6 +2,7 @@
 
 drmm-eval ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt
 drmm-eval ckpt_path=last                      # the newest last.ckpt of any drmm-train run
+drmm-eval ckpt_path=... evaluate_teacher=true  # a mean-teacher run's EMA teacher instead
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise ValueError("drmm-eval needs ckpt_path=<checkpoint file>, or ckpt_path=last.")
     say(f"[drmm] evaluating {ckpt}")
     model, datamodule = load_run(ckpt, cfg.get("data"), index_dir=cfg.paths.output_dir)
+    if cfg.get("evaluate_teacher") is not None:
+        model.objective.evaluate_teacher = bool(cfg.evaluate_teacher)
+        if cfg.evaluate_teacher and model.objective.evaluation_net(model.net) is model.net:
+            raise ValueError(
+                "evaluate_teacher=true: this checkpoint's objective has no teacher network "
+                "(objective=mean_teacher has one)."
+            )
     loggers = build_loggers(cfg, {})
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False)
     try:

@@ -97,6 +97,7 @@ class EvalConfig:
     precision: str = "auto"
     ckpt_path: str = MISSING
     data: dict[str, Any] | None = None
+    evaluate_teacher: bool | None = None
     print_config: bool = False
     trainer: Any = None
     logger: dict[str, Any] | None = None

@@ -303,7 +303,8 @@ def part_markdown(part: str, out: Path, partial: bool = False) -> str:
             lines.append(
                 f"| {row} | {per_seed} | {s['mean']:.2f} ± {s['std']:.2f} (n={s['n']}) "
                 f"| {len(s['collapsed'])} ({', '.join(map(str, s['collapsed'])) or '-'}) "
-                f"| {s['mean_kept']:.2f} | {'-' if paper is None else f'{paper:.2f}'} "
+                f"| {'-' if math.isnan(s['mean_kept']) else format(s['mean_kept'], '.2f')} "
+                f"| {'-' if paper is None else f'{paper:.2f}'} "
                 f"| {versus} | {sign} | {wil} "
                 f"| {min(minutes[row]):.1f} / {statistics.median(minutes[row]):.1f} |"
             )
