@@ -19,7 +19,7 @@ Plain PyTorch: the judge is any module mapping normalised images to logits (drmm
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -27,33 +27,26 @@ from torch import Tensor, nn
 
 
 class Judge:
-    """An independent classifier that scores images given in [0, 1] pixel units: it normalises
-    them as it was trained (per-channel mean and std, or none) and returns class probabilities."""
+    """An independent classifier that scores images given in [0, 1] pixel units: `normalize`
+    maps them to the units it was trained on (its data's BatchTransform.normalize; None: the
+    pixels themselves), and it returns class probabilities."""
 
     def __init__(
         self,
         net: nn.Module,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
+        normalize: Callable[[Tensor], Tensor] | None = None,
         batch_size: int = 500,
     ) -> None:
         self.net = net.eval()
-        self.mean, self.std, self.batch_size = mean, std, batch_size
-
-    def normalise(self, pixels: Tensor) -> Tensor:
-        """Pixels in [0, 1] to the judge's input units."""
-        if self.mean is None or self.std is None:
-            return pixels
-        mean = torch.tensor(self.mean, dtype=pixels.dtype, device=pixels.device)
-        std = torch.tensor(self.std, dtype=pixels.dtype, device=pixels.device)
-        return (pixels - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+        self.normalize = normalize or (lambda pixels: pixels)
+        self.batch_size = batch_size
 
     @torch.no_grad()
     def probabilities(self, pixels: Tensor) -> Tensor:
         """p_judge(c | x) for every image (B, C)."""
         device = next(self.net.parameters()).device
         out = [
-            torch.softmax(self.net(self.normalise(chunk.float().to(device))).float(), dim=1).cpu()
+            torch.softmax(self.net(self.normalize(chunk.float().to(device))).float(), dim=1).cpu()
             for chunk in pixels.split(self.batch_size)
         ]
         return torch.cat(out)

@@ -26,7 +26,7 @@ def score(judge_ckpt: str, images: str = "test") -> dict[str, object]:
     """The judge's figures for the test split or for the images of a .pt file."""
     module, datamodule = load_run(Path(judge_ckpt))
     transform = datamodule.transform
-    judge = generation.Judge(module.net, transform.mean, transform.std)
+    judge = generation.Judge(module.net, transform.normalize)
     if images == "test":
         pixels = datamodule.test_data.images.float() / 255
         classes = datamodule.test_data.labels

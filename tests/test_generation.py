@@ -89,7 +89,7 @@ def test_judge_accuracy_of_real_test_images_is_the_judges_test_accuracy() -> Non
     )
     trainer.test(module.eval(), datamodule=dm, verbose=False)
     test_acc = float(trainer.callback_metrics["test/acc"])
-    judge = generation.Judge(module.net, dm.transform.mean, dm.transform.std)
+    judge = generation.Judge(module.net, dm.transform.normalize)
     probs = judge.probabilities(test_data.images.float() / 255)
     assert generation.judge_accuracy(probs, test_data.labels) == pytest.approx(test_acc, abs=1e-6)
     assert 0 < probs.sum(1).min() and torch.allclose(probs.sum(1), torch.ones(len(probs)))

@@ -243,7 +243,7 @@ def load_judge(path: str) -> generation.Judge:
     """An experiment=judge checkpoint as a Judge (its network and its input normalisation)."""
     module, datamodule = load_run(Path(path))
     transform = datamodule.transform
-    return generation.Judge(module.net, transform.mean, transform.std)
+    return generation.Judge(module.net, transform.normalize)
 
 
 def fresh_dir(base: Path) -> Path:

@@ -23,14 +23,18 @@ class BatchTransform:
 
     def __call__(self, images: Tensor, train: bool) -> Tensor:
         """The float32 batch for a uint8 batch (B, C, H, W); augmented only if `train`."""
-        x = images.float() / 255
-        if self.mean is not None and self.std is not None:  # set together (DataModule)
-            x = (x - self._per_channel(self.mean, x)) / self._per_channel(self.std, x)
+        x = self.normalize(images.float() / 255)
         if train and self.max_shift:
             x = random_translate(x, self.max_shift)
         if train and self.hflip:
             x = random_hflip(x)
         return x
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """Pixel values in [0, 1] to the model's input units (per-channel, if `mean` is set)."""
+        if self.mean is None or self.std is None:  # set together (DataModule)
+            return x
+        return (x - self._per_channel(self.mean, x)) / self._per_channel(self.std, x)
 
     def denormalize(self, x: Tensor) -> Tensor:
         """Back to pixel values in [0, 1], for showing images and renderings."""
