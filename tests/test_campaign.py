@@ -92,3 +92,19 @@ def test_ablation_rows_that_measure_a_table_1_cell_join_it(tmp_path) -> None:
     table = table_markdown("1", runs)
     line = next(x for x in table.splitlines() if "ablation/normalized" in x)
     assert "| 600 | 1.90 (n=1) | 1.56 | +0.34 |" in line
+
+
+def test_paper_column_uses_nn_kl_where_the_paper_has_it_else_the_5_layer_drmm() -> None:
+    """The adjoint row is the paper's NN+KL at N_L = 100 and its 5-layer DRMM row elsewhere."""
+    assert campaign.paper_value("adjoint", 100) == 0.57
+    assert campaign.paper_value("adjoint", 600) == campaign.paper_value("normalized", 600) == 1.56
+    assert campaign.paper_value("dcn", 3000) == 3.35
+    assert campaign.paper_value("entropy_only", 600) is None
+
+
+def test_adjoint_joins_nn_kl_at_100_and_the_5_layer_drmm_elsewhere() -> None:
+    from drmm_lightning.paper.aggregate import ablation_cell
+
+    assert ablation_cell("adjoint", 100) == "mnist_drmm5_nn_kl_semi_sup_100"
+    assert ablation_cell("adjoint", 600) == "mnist_drmm5_semi_sup_600"
+    assert ablation_cell("normalized", 3000) == "mnist_drmm5_semi_sup_3000"
