@@ -214,25 +214,16 @@ def row_summary(errors: dict[int, float], threshold: float = COLLAPSE) -> dict[s
 
 
 # ----- the report ----------------------------------------------------------------------------
-# campaign row -> the Table 1 rows it measures, first match wins (drmm5_nrm, the ablation
-# protocol). The paper gives NN+KL only at N_L = 100; at the other budgets its 5-layer DRMM row is
-# the number both render paths are held against.
-PAPER_ROW = {
-    "dcn": ("Convnet (drmm5 architecture, labels only)",),
-    "normalized": ("DRMM 5-layer semi-sup",),
-    "adjoint": ("DRMM 5-layer semi-sup NN+KL", "DRMM 5-layer semi-sup"),
-}
-
-
 def paper_value(row: str, num_labeled: int) -> float | None:
-    """The paper's Table 1 number for a campaign row at N_L (None where it reports none)."""
+    """The paper's Table 1 number for a campaign row at N_L (None where it reports none): the
+    cell the row joins in the aggregated Table 1 (aggregate.ablation_cell)."""
+    from .aggregate import ABLATION_CELLS, ablation_cell
     from .tables import TABLES
 
-    cells = {(cell.row, cell.column): cell.paper for cell in TABLES["1"].cells}
-    for paper_row in PAPER_ROW.get(row, ()):
-        if (paper_row, str(num_labeled)) in cells:
-            return cells[paper_row, str(num_labeled)]
-    return None
+    if row not in ABLATION_CELLS:
+        return None
+    preset = ablation_cell(row, num_labeled)
+    return next((cell.paper for cell in TABLES["1"].cells if cell.preset == preset), None)
 
 
 def _p(value: float) -> str:
