@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from types import SimpleNamespace
 from typing import Any, cast
@@ -372,6 +373,15 @@ def test_image_folder_is_decoded_once_and_cached_outside_the_data_root(
     monkeypatch.setattr(image_folder_module, "_decode", lambda files: pytest.fail("decoded twice"))
     again, _ = load_dataset("image_folder", root)
     assert again.images.equal(train.images) and again.labels.equal(train.labels)
+    # a fresh copy of the same tree (newer files): decoded again, its stale cache removed
+    monkeypatch.undo()
+    monkeypatch.setenv("DRMM_CACHE_DIR", str(cache))
+    before = {p.name for p in cache.glob("*.pt")}
+    newer = root / "train" / "cat" / "0.png"
+    os.utime(newer, ns=(newer.stat().st_atime_ns, newer.stat().st_mtime_ns + 10**9))
+    fresh, _ = load_dataset("image_folder", root)
+    after = {p.name for p in cache.glob("*.pt")}
+    assert fresh.images.equal(train.images) and len(after) == 2 and len(after - before) == 1
 
 
 def test_data_root_comes_from_argument_then_environment_then_cwd(tmp_path, monkeypatch) -> None:

@@ -20,8 +20,8 @@ def cache_dir() -> Path:
 
 
 def load_image_folder(directory: Path) -> ImageData:
-    """All images under `directory`/<class>/, decoded to one uint8 tensor;
-    cached by path, count and mtime."""
+    """All images under `directory`/<class>/, decoded to one uint8 tensor; cached by path, count
+    and mtime, one file per folder (a copy whose files changed replaces its stale cache)."""
     directory = directory.resolve()
     class_names, class_to_index = find_classes(directory)
     try:
@@ -33,8 +33,8 @@ def load_image_folder(directory: Path) -> ImageData:
             f"folder needs image files ({', '.join(IMG_EXTENSIONS)})."
         ) from None
     newest = max(os.stat(path).st_mtime_ns for path, _ in files)
-    key = hashlib.blake2b(f"{directory}|{len(files)}|{newest}".encode(), digest_size=10).hexdigest()
-    cached = cache_dir() / f"image_folder-{directory.name}-{key}.pt"
+    where, stamp = _digest(str(directory)), _digest(f"{len(files)}|{newest}")
+    cached = cache_dir() / f"image_folder-{directory.name}-{where}-{stamp}.pt"
     if cached.is_file():
         saved = torch.load(cached, weights_only=True)
         return ImageData(saved["images"], saved["labels"], tuple(saved["class_names"]))
@@ -49,7 +49,14 @@ def load_image_folder(directory: Path) -> ImageData:
         {"images": data.images, "labels": data.labels, "class_names": list(class_names)}, partial
     )
     partial.replace(cached)
+    for stale in cached.parent.glob(f"image_folder-{directory.name}-{where}-*.pt"):
+        if stale != cached:  # the same folder, decoded before its files changed: never read again
+            stale.unlink(missing_ok=True)
     return data
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 def _images_in(folder: Path) -> list[Path]:
