@@ -37,12 +37,8 @@ def command(run: Run, out: Path) -> list[str]:
         "-m",
         "drmm_lightning.train",
         "-m",
-        f"experiment={run.experiment}",
-        f"seed={run.seed}",
-        "precision=auto",
-        "logger=csv",
+        *run.train_overrides(),
         f"hydra.sweep.dir={run.directory(out)}",
-        *run.overrides,
     ]
 
 

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from drmm_lightning.cli.config import check_types
 from drmm_lightning.paper import campaign
 from drmm_lightning.paper.campaign import PARTS, paired, row_summary
+
+from .conftest import make_config
 
 
 def test_sign_and_wilcoxon_equal_the_hand_computation() -> None:
@@ -108,3 +111,25 @@ def test_adjoint_joins_nn_kl_at_100_and_the_5_layer_drmm_elsewhere() -> None:
     assert ablation_cell("adjoint", 100) == "mnist_drmm5_nn_kl_semi_sup_100"
     assert ablation_cell("adjoint", 600) == "mnist_drmm5_semi_sup_600"
     assert ablation_cell("normalized", 3000) == "mnist_drmm5_semi_sup_3000"
+
+
+# Every distinct run of the campaign, seeds and label budgets aside (they are plain numbers).
+CAMPAIGN_OVERRIDES = sorted(
+    {
+        tuple(o for o in run.train_overrides() if not o.startswith(("seed=", "data.num_labeled=")))
+        for runs in PARTS.values()
+        for run in runs
+    }
+)
+
+
+@pytest.mark.parametrize(
+    "overrides", CAMPAIGN_OVERRIDES, ids=lambda overrides: " ".join(overrides[:1] + overrides[3:])
+)
+def test_every_campaign_run_composes_and_passes_the_schemas(overrides, tmp_path) -> None:
+    """A typo in a part's overrides fails here, not an hour into a background queue."""
+    cfg = make_config(tmp_path, *overrides, "seed=1", "data.num_labeled=100")
+    check_types(cfg)
+    assert cfg.precision == "auto" and "csv" in cfg.logger
+    if "data=image_folder" in overrides:
+        assert cfg.data.path == "cifar10-jpeg" and cfg.data.mean is None

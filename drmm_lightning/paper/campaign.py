@@ -40,6 +40,17 @@ class Run:
     def directory(self, out: Path) -> Path:
         return Path(out) / f"part{self.part}" / self.row / f"n{self.num_labeled}" / f"s{self.seed}"
 
+    def train_overrides(self) -> list[str]:
+        """The drmm-train overrides of this run: every part at the default precision (bf16 +
+        channels-last where supported), logged to CSV."""
+        return [
+            f"experiment={self.experiment}",
+            f"seed={self.seed}",
+            "precision=auto",
+            "logger=csv",
+            *self.overrides,
+        ]
+
 
 def ablation_runs(
     part: str, rows: tuple[str, ...], budgets: tuple[int, ...], seeds: range, extra: tuple = ()
