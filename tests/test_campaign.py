@@ -43,9 +43,9 @@ def test_collapse_count_and_mean_of_the_rest() -> None:
     assert summary["mean"] == pytest.approx((2.5 + 9.2 + 2.5 + 5.0 + 5.01) / 5)
 
 
-def write_fake_runs(out: Path, errors: dict[tuple[str, int], float]) -> None:
-    """results.json for part-1 runs: {(row, seed): test error}."""
-    for run in PARTS["1"]:
+def write_fake_runs(out: Path, errors: dict[tuple[str, int], float], part: str = "1") -> None:
+    """results.json for a part's runs: {(row, seed): test error}."""
+    for run in PARTS[part]:
         if (run.row, run.seed) not in errors:
             continue
         folder = run.directory(out) / "0"
@@ -76,6 +76,18 @@ def test_complete_report_has_no_missing_note(tmp_path) -> None:
     )
     text = campaign.part_markdown("1", tmp_path)
     assert "incomplete" not in text and "0 / 0 of 10" in text
+
+
+def test_cifar_part_applies_no_collapse_threshold(tmp_path) -> None:
+    """The 5% threshold was fixed for MNIST; part 5 (CIFAR-10, ~40% error) had none fixed."""
+    rows = ("dcn", "entropy_only", "normalized")
+    write_fake_runs(tmp_path, {(r, s): 40.0 + s for r in rows for s in (1, 2, 3)}, part="5")
+    text = campaign.part_markdown("5", tmp_path)
+    assert "collapse: none fixed for this data set" in text
+    drmm = next(line for line in text.splitlines() if line.startswith("| normalized"))
+    assert "| 42.00 ± 1.00 (n=3) | - | - |" in drmm
+    assert row_summary({1: 41.0, 2: 42.0}, threshold=None)["collapsed"] == []
+    assert row_summary({1: 41.0, 2: 42.0})["collapsed"] == [1, 2]  # MNIST's 5% would flag all
 
 
 def test_ablation_rows_that_measure_a_table_1_cell_join_it(tmp_path) -> None:
