@@ -296,8 +296,8 @@ class DRMMLitModule(L.LightningModule):
 
     # ----- evaluation --------------------------------------------------------------------------
     def evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
-        """Log the loss, the reconstruction error (rendered from the inferred class, in [0, 1]
-        pixel units) and, if asked, render-argmin accuracy; returns the logits."""
+        """Log the loss, the reconstruction error (the model's own rendering of each image, in
+        [0, 1] pixel units) and, if asked, render-argmin accuracy; returns the logits."""
         x, y = batch
         if self.hparams["channels_last"]:
             x = to_channels_last(x)
@@ -309,10 +309,9 @@ class DRMMLitModule(L.LightningModule):
         errors = None  # ||I - I_hat_c||^2 per pixel of every image and class (B, C)
         if self.hparams["render_argmin"] and net.num_classes > 1:
             errors = class_render_errors(net, inference, x, estep, self.pixel_std)
-        if errors is not None and not estep:  # the predicted class was rendered among them
-            reconstruction = errors.gather(1, predicted[:, None]).mean()
-        else:
-            reconstruction = reconstruction_error(x, net.render(inference).image, self.pixel_std)
+        # What the EG step reconstructs: the inferred class's template for a mixture top, the
+        # code E[z | I] for a factor top (which no class rendering equals, so none is reused).
+        reconstruction = reconstruction_error(x, net.render(inference).image, self.pixel_std)
         rec_metric = self.val_rec if stage == "val" else self.test_rec
         rec_metric(reconstruction)
         self.log(f"{stage}/loss", cross_entropy(inference.logits, y), on_epoch=True, batch_size=n)
