@@ -368,21 +368,25 @@ def others_markdown(out: Path, partial: bool = False) -> str:
         + (f" (incomplete: {len(missing)} of {len(PARTS['3'])} runs missing)" if missing else ""),
         "",
         "| Table-1 row | N_L | render path | test error % (seed 1) | paper % | test reconstruction "
-        "| minutes |",
-        "|---|---|---|---|---|---|---|",
+        "| render-argmin % | minutes |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for run in PARTS["3"]:
         cell = paper[run.experiment.removeprefix("paper/")]
         path = "normalized" if "render=normalized" in run.overrides else "adjoint"
         record = records.get(run)
         if record is None:
-            lines.append(f"| {cell.row} | {run.num_labeled} | {path} | no run | {cell.paper} | | |")
+            lines.append(
+                f"| {cell.row} | {run.num_labeled} | {path} | no run | {cell.paper} | | | |"
+            )
             continue
         m = record["metrics"]
-        rec = m.get("test/reconstruction")
+        rec, argmin = m.get("test/reconstruction"), m.get("test/render_argmin_acc")
         lines.append(
             f"| {cell.row} | {run.num_labeled} | {path} | {m[METRIC]:.2f} | {cell.paper} "
-            f"| {'-' if rec is None else f'{rec:.4f}'} | {record['wall_time_s'] / 60:.1f} |"
+            f"| {'-' if rec is None else f'{rec:.4f}'} "
+            f"| {'-' if argmin is None else f'{100 * argmin:.1f}'} "
+            f"| {record['wall_time_s'] / 60:.1f} |"
         )
     return "\n".join(lines)
 
