@@ -7,10 +7,13 @@
     python scripts/campaign.py list --part 2       # what a part runs, and which runs are done
     python scripts/campaign.py report [--partial]  # the tables and statistics
     python scripts/campaign.py curves --part 1 --num-labeled 100 --save docs/img/campaign_curves.png
+    python scripts/campaign.py run --part L        # issue 28: the long budgets, resumed
+    python scripts/campaign.py keep --part L       # git-add what a later session resumes from
 
 Every run is one drmm-train call with a fixed directory,
-outputs/campaign/part<k>/<row>/n<N_L>/s<seed>; a run whose results.json exists is skipped, so
-the same command finishes an interrupted campaign.
+outputs/campaign/part<k>/<row>/n<N_L>/s<seed>; a run whose results.json exists is skipped, and
+one that was cut off (a kill, the end of a session) resumes from its newest last.ckpt, so the
+same command finishes an interrupted campaign exactly as an uninterrupted one would have.
 Every run uses precision=auto (bf16 + channels-last on this project's CPU). Rows, seeds, budgets
 and the collapse threshold are fixed here, before the runs (docs/results.md, "The campaign").
 """
@@ -23,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from drmm_lightning.cli.checkpoints import find_checkpoint, progress, read_checkpoint
 from drmm_lightning.paper import campaign
 from drmm_lightning.paper.campaign import PARTS, Run
 from drmm_lightning.viz.plots import plot_curves
@@ -30,8 +34,9 @@ from drmm_lightning.viz.plots import plot_curves
 OUT = Path("outputs/campaign")
 
 
-def command(run: Run, out: Path) -> list[str]:
-    """The drmm-train call of one run (a one-job multirun, so Hydra writes into <dir>/0)."""
+def command(run: Run, out: Path, resume: Path | None = None) -> list[str]:
+    """The drmm-train call of one run (a one-job multirun, so Hydra writes into <dir>/0), from
+    the checkpoint `resume` if given."""
     return [
         sys.executable,
         "-m",
@@ -39,6 +44,7 @@ def command(run: Run, out: Path) -> list[str]:
         "-m",
         *run.train_overrides(),
         f"hydra.sweep.dir={run.directory(out)}",
+        *([f"ckpt_path={resume}"] if resume else []),
     ]
 
 
@@ -46,9 +52,29 @@ def done(run: Run, out: Path) -> bool:
     return any(run.directory(out).rglob("results.json"))
 
 
+def checkpoint(run: Run, out: Path) -> Path | None:
+    """The newest last.ckpt an unfinished run left (None: it has not started, or saved nothing)."""
+    try:
+        return find_checkpoint("last", run.directory(out), "0")
+    except FileNotFoundError:
+        return None
+
+
+def keep(runs: list[Run], out: Path) -> list[Path]:
+    """What a later session needs of `runs` (the checkout is new each session, outputs/ is not
+    kept): every run's results.json and curve.jsonl, and the last.ckpt of each unfinished one."""
+    files = []
+    for run in runs:
+        directory = run.directory(out)
+        files += [*directory.rglob("results.json"), *directory.rglob("curve.jsonl")]
+        if not done(run, out) and (ckpt := checkpoint(run, out)):
+            files.append(ckpt)
+    return sorted(files)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("action", choices=("run", "list", "report", "curves"))
+    parser.add_argument("action", choices=("run", "list", "report", "curves", "keep"))
     parser.add_argument("--part", nargs="+", choices=sorted(PARTS), default=sorted(PARTS))
     parser.add_argument("--out", type=Path, default=OUT, help="campaign directory")
     parser.add_argument(
@@ -69,8 +95,22 @@ def main(argv: list[str]) -> int:
         runs = [run for run in runs if run.row in args.row]
     if args.action == "list":
         for run in runs:
-            mark = "done" if done(run, args.out) else "todo"
+            mark = (
+                "done" if done(run, args.out) else "part" if checkpoint(run, args.out) else "todo"
+            )
             print(f"{mark}  {' '.join(command(run, args.out)[3:])}")
+        return 0
+    if args.action == "keep":  # git add -f (outputs/ is ignored), git rm finished checkpoints
+        files = keep(runs, args.out)
+        subprocess.run(["git", "add", "-f", *map(str, files)], check=True)
+        finished = [
+            str(p) for r in runs if done(r, args.out) for p in r.directory(args.out).rglob("*.ckpt")
+        ]
+        if finished:
+            subprocess.run(
+                ["git", "rm", "-q", "--cached", "--ignore-unmatch", *finished], check=True
+            )
+        print(f"staged {len(files)} files of {len(runs)} runs")
         return 0
     if args.action == "curves":
         part = args.part[0]
@@ -93,7 +133,15 @@ def main(argv: list[str]) -> int:
     print(f"{len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to run", flush=True)
     failed = []
     for i, run in enumerate(todo, 1):
-        call = command(run, args.out)
+        resume = checkpoint(run, args.out)
+        if resume:
+            steps, epochs = progress(read_checkpoint(resume))
+            print(
+                f"[{i}/{len(todo)}] resuming {run.directory(args.out)} from {resume}: step "
+                f"{steps} ({epochs} whole epochs done)",
+                flush=True,
+            )
+        call = command(run, args.out, resume)
         print(f"[{i}/{len(todo)}] {' '.join(call[3:])}", flush=True)
         start = time.time()
         if subprocess.run(call).returncode != 0:

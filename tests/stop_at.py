@@ -11,7 +11,13 @@ import lightning as L
 
 
 class SignalAt(L.Callback):
-    def __init__(self, step: int, signal_name: str = "SIGKILL", times: int = 1) -> None:
+    def __init__(
+        self, step: int = -1, signal_name: str = "SIGKILL", times: int = 1, env: str = ""
+    ) -> None:
+        """`env`: read the step from that environment variable instead (unset: never), so one
+        command line kills in one call and runs through in the next."""
+        if env:
+            step = int(os.environ.get(env, -1))
         self.step, self.signum, self.times = step, getattr(signal, signal_name), times
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:

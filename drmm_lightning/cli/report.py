@@ -36,16 +36,18 @@ def as_floats(metrics: dict[str, Any]) -> dict[str, float]:
 def save_results(
     cfg: DictConfig,
     metrics: dict[str, float],
-    seconds: float,
+    pieces: list[dict[str, float]],
     trainer: L.Trainer,
     tested: str | None = None,
 ) -> None:
-    """Write results.json into the run directory: what scripts/aggregate.py reads; `tested`
-    says which weights the test metrics are of."""
+    """Write results.json into the run directory: what scripts/aggregate.py reads; `pieces`
+    are the run's processes (one, or more for a run killed and resumed: RunClock), whose
+    seconds add up to its wall time; `tested` says which weights the test metrics are of."""
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     record = {
         "metrics": metrics,
-        "wall_time_s": round(seconds, 1),
+        "wall_time_s": round(sum(piece["seconds"] for piece in pieces), 1),
+        "pieces": [{**piece, "seconds": round(piece["seconds"], 1)} for piece in pieces],
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "seed": cfg.get("seed"),

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..data import STREAMS, DRMMDataModule
 from ..models import RENDER_PATHS
 from ..training import DRMMLitModule, EGObjective
-from ..training.callbacks import ValidatedStep
+from ..training.callbacks import RunClock, ValidatedStep
 from ..training.checkpointing import AtomicCheckpointIO, StopOnSignal, remove_partial_writes
 from .build import (
     build_callbacks,
@@ -250,13 +250,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         say(f"[drmm] resuming from {ckpt}: step {steps}, {done} whole epoch(s) done")
     model.run_config = run_config
     loggers = build_loggers(cfg, saved.get("logger_ids", {}))
-    stop, validated = StopOnSignal(), ValidatedStep()
+    stop, validated, clock = StopOnSignal(), ValidatedStep(), RunClock(start)
     callbacks = [
         *build_callbacks(
             cfg, datamodule, checkpoint_dir(cfg, plan[0][0]), has_logger=bool(loggers)
         ),
         stop,
         validated,
+        clock,
     ]
     no_val = {} if has_validation(datamodule) else {"limit_val_batches": 0}
     trainer: L.Trainer = hydra.utils.instantiate(
@@ -309,9 +310,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log_artifacts(loggers, Path(cfg.paths.output_dir))
     finally:
         finish_loggers(loggers)
-    seconds = time.time() - start
-    save_results(cfg, metrics, seconds, trainer, tested=what)
-    summary(cfg, metrics, seconds)
+    save_results(cfg, metrics, clock.pieces(), trainer, tested=what)
+    summary(cfg, metrics, clock.elapsed())
     return metrics
 
 

@@ -10,6 +10,8 @@ Part 3: the other Table-1 rows the presets hold, seed 1, 3 epochs (and 3 of pre-
 Part P: issue 21's peers on the same protocol, N_L = 100, seeds 1-3: `dcn`, pseudo-label, VAT,
         mean teacher, each alone and with the reconstruction (conf/experiment/peers/); reported
         beside part 1's `entropy_only` and `normalized` seeds 1-3.
+Part L: issue 28's long budgets (L1-L4, below), in the issue's order; runs outlive sessions and
+        resume from their last checkpoint.
 """
 
 from __future__ import annotations
@@ -116,6 +118,43 @@ PARTS: dict[str, list[Run]] = {
         for row in (peer, f"{peer}_rc")
     ],
 }
+
+# Part L (issue 28): the paper's budget, approached. Each run stretches the presets' Adam 1e-3 ->
+# 1e-6 decay over its own budget (exponential_to over the trainer's total steps) and records the
+# test curve every epoch (every 600 steps; L4 every half epoch, for epochs-to-threshold).
+EPOCH = 600  # steps of 100 (+ 100) images per epoch, in every regime of the presets
+LONG_EPOCHS = {"L1": 30, "L2": 30, "L3": 15, "L4": 40}
+LONG_CURVE_STEPS = {"L1": EPOCH, "L2": EPOCH, "L3": EPOCH, "L4": EPOCH // 2}
+# the epochs at which the report reads each part's curves (the last is the budget)
+LONG_READ_AT = {"L1": (3, 10, 30), "L2": (3, 10, 30), "L3": (5, 15), "L4": (5, 18, 40)}
+LONG_THRESHOLDS = (2.0, 1.5)  # L4: epochs to these test errors (%), the paper's Section 4
+L3_ROWS = {"drmm5_sup": "mnist_drmm5_sup_60000", "convnet5_sup": "mnist_convnet5_sup_60000"}
+L4_ROWS = {"rfm_sup": "mnist_rfm_sup_60000", "convnet1_sup": "mnist_convnet1_sup_60000"}
+
+
+def long_run(part: str, row: str, num_labeled: int, seed: int) -> Run:
+    """One run of part L: an ablation row (L1, L2) or a paper preset (L3, L4) at its budget."""
+    budget = (
+        f"trainer.max_epochs={LONG_EPOCHS[part]}",
+        f"callbacks.test_curve.every_n_steps={LONG_CURVE_STEPS[part]}",
+    )
+    if part in ("L1", "L2"):
+        labels = f"data.num_labeled={num_labeled}"
+        return Run(part, row, f"ablation/{row}", num_labeled, seed, (labels, *budget))
+    preset = {**L3_ROWS, **L4_ROWS}[row]
+    return Run(part, row, f"paper/{preset}", num_labeled, seed, budget)
+
+
+L1_ROWS = (CONTROL, DRMM, "adjoint")
+LONG_RUNS: list[Run] = [  # the issue's order: the cheap ones first, the RFM last
+    *[long_run("L3", row, 60000, seed) for seed in (1, 2) for row in L3_ROWS],
+    long_run("L4", "convnet1_sup", 60000, 1),
+    *[long_run("L1", row, 100, seed) for seed in (1, 2, 3) for row in L1_ROWS],
+    *[long_run("L2", row, 3000, seed) for seed in (1, 2) for row in (CONTROL, DRMM)],
+    long_run("L4", "rfm_sup", 60000, 1),
+]
+PARTS["L"] = LONG_RUNS
+
 # What each part's report reads: its own runs, and for P part 1's control and DRMM on seeds 1-3.
 REPORTED: dict[str, list[Run]] = {
     **PARTS,

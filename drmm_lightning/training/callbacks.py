@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import torch
@@ -84,10 +86,61 @@ class GenerativeImages(L.Callback):
             log_image_grid(trainer, f"images/{kind}", picture, self.CAPTIONS[kind])
 
 
+class RunClock(L.Callback):
+    """The run's wall time summed over its pieces: every checkpoint carries the pieces so far
+    ({from_step, to_step, seconds}, each from its process start to that checkpoint), so a run
+    killed and resumed reports the time of what it kept, not of the steps a kill threw away
+    (those are counted again in the piece that redoes them)."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.start = time.time() if start is None else start
+        self.previous: list[dict[str, float]] = []  # the pieces before this process
+        self.from_step: int | None = None
+        self.to_step = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.from_step is None:  # the first fit of this process (unsup_pretr has two)
+            self.from_step = self.to_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        self.to_step = trainer.global_step
+
+    def pieces(self) -> list[dict[str, float]]:
+        """The earlier pieces and this one up to now."""
+        step = self.to_step if self.from_step is None else self.from_step
+        now = {"from_step": step, "to_step": self.to_step, "seconds": time.time() - self.start}
+        return [*self.previous, now]
+
+    def elapsed(self) -> float:
+        """Seconds of this run so far, every piece included."""
+        return sum(piece["seconds"] for piece in self.pieces())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pieces": self.pieces()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.previous = list(state_dict.get("pieces", []))
+
+
+def run_clock(trainer: L.Trainer) -> RunClock | None:
+    """The trainer's RunClock, if it has one."""
+    callbacks = trainer.callbacks  # type: ignore[attr-defined]
+    return next((cb for cb in callbacks if isinstance(cb, RunClock)), None)
+
+
+def test_batches(trainer: L.Trainer, available: int) -> int:
+    """How many test batches the trainer's limit_test_batches allows (a count or a fraction)."""
+    limit = trainer.limit_test_batches
+    if isinstance(limit, int):
+        return min(limit, available)
+    return max(1, int(available * limit)) if limit else 0
+
+
 class TestCurve(L.Callback):
-    """Every N training steps, the error on the official test split, appended to curve.jsonl in the
-    run directory for learning-curve plots (paper Fig. 2). It only records: nothing is selected or
-    stopped on it. every_n_steps=0 turns it off."""
+    """Every N training steps, the error on the official test split (the batches that
+    limit_test_batches allows), appended to curve.jsonl in the run directory for learning-curve
+    plots (paper Fig. 2), with the run's seconds so far (RunClock: summed over resumed pieces).
+    It only records: nothing is selected or stopped on it. every_n_steps=0 turns it off."""
 
     def __init__(self, every_n_steps: int = 0) -> None:
         self.every_n_steps = every_n_steps
@@ -110,7 +163,8 @@ class TestCurve(L.Callback):
         pl_module.eval()
         wrong = total = 0
         squared_error = 0.0
-        for x, y in datamodule.test_dataloader():
+        loader = datamodule.test_dataloader()
+        for x, y in itertools.islice(loader, test_batches(trainer, len(loader))):
             x, y = datamodule.on_after_batch_transfer(
                 (x.to(pl_module.device), y.to(pl_module.device)), 0
             )
@@ -127,6 +181,9 @@ class TestCurve(L.Callback):
             "test_error": 100.0 * wrong / total,
             "test_reconstruction": squared_error / total,
         }
+        clock = run_clock(trainer)
+        if clock is not None:
+            line["elapsed_s"] = round(clock.elapsed(), 1)
         with open(Path(trainer.default_root_dir) / "curve.jsonl", "a") as f:
             f.write(json.dumps(line) + "\n")
 
