@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from drmm_lightning.cli.checkpoints import find_checkpoint, progress, read_checkpoint
-from drmm_lightning.paper import campaign
+from drmm_lightning.paper import campaign, long
 from drmm_lightning.paper.campaign import PARTS, Run
 from drmm_lightning.viz.plots import plot_curves
 
@@ -112,6 +112,14 @@ def main(argv: list[str]) -> int:
             )
         print(f"staged {len(files)} files of {len(runs)} runs")
         return 0
+    if args.action == "curves" and args.part == ["L"]:  # a figure per part of L, into --save
+        folder = args.save or Path("docs/img")
+        for sub, title in long.TITLES.items():
+            groups, references = long.long_curves(args.out, sub)
+            if groups:
+                path = folder / f"long_{sub}.png"
+                print(plot_curves(groups, path, f"part {sub}: {title}", references=references))
+        return 0
     if args.action == "curves":
         part = args.part[0]
         groups = campaign.curve_groups(args.out, part, args.num_labeled)
@@ -122,7 +130,12 @@ def main(argv: list[str]) -> int:
         return 0
     if args.action == "report":
         try:
-            markdown = campaign.report_markdown(args.out, args.part, partial=args.partial)
+            markdown = "\n\n".join(
+                long.long_markdown(args.out)
+                if part == "L"
+                else campaign.report_markdown(args.out, [part], partial=args.partial)
+                for part in args.part
+            )
         except ValueError as incomplete:
             sys.exit(str(incomplete))
         print(markdown)

@@ -141,3 +141,108 @@ def test_the_schedule_stretches_over_a_30_epoch_budget(tmp_path, mnist) -> None:
     assert rates[6] > 100 * 1e-6  # 3 epochs in: far from the end of the decay
     saved = read_checkpoint(next(tmp_path.rglob("last.ckpt")))
     assert saved["lr_schedulers"][0]["_last_lr"][0] == pytest.approx(1e-6)
+
+
+def fake_run(out: Path, run: Run, curve: list[dict], record: dict | None) -> None:
+    folder = run.directory(out) / "0"
+    folder.mkdir(parents=True)
+    (folder / "curve.jsonl").write_text("".join(json.dumps(p) + "\n" for p in curve))
+    if record is not None:
+        (folder / "results.json").write_text(json.dumps(record))
+
+
+def long_run(part: str, row: str, seed: int) -> Run:
+    return next(r for r in PARTS["L"] if (r.part, r.row, r.seed) == (part, row, seed))
+
+
+def test_the_part_l_report_equals_a_hand_computation(tmp_path) -> None:
+    from drmm_lightning.paper.long import long_markdown
+
+    every_epoch = [{"step": 600 * e, "epoch": float(e)} for e in range(31)]
+    control = [
+        {**p, "test_error": 10 - 0.2 * p["epoch"], "elapsed_s": 90.0 * p["epoch"]}
+        for p in every_epoch
+    ]
+    # step 1800 recorded twice (a kill between the point and its checkpoint): the later counts
+    control.insert(4, {"step": 1800, "epoch": 3.0, "test_error": 9.3, "elapsed_s": 270.0})
+    drmm = [
+        {**p, "test_error": 5 - 0.1 * p["epoch"], "elapsed_s": 120.0 * p["epoch"]}
+        for p in every_epoch
+    ]
+    for p in drmm[6:]:  # epoch 5 -> 6 shared the CPU: 10 minutes instead of 2
+        p["elapsed_s"] += 480.0
+    pieces = [
+        {"from_step": 0, "to_step": 9000, "seconds": 1000.0},
+        {"from_step": 9000, "to_step": 18000, "seconds": 1400.0},
+    ]
+    fake_run(
+        tmp_path,
+        long_run("L1", "entropy_only", 1),
+        control,
+        {"metrics": {"test/error": 4.0}, "wall_time_s": 1800.0},
+    )
+    fake_run(
+        tmp_path,
+        long_run("L1", "normalized", 1),
+        drmm,
+        {
+            "metrics": {
+                "test/error": 2.0,
+                "test/reconstruction": 0.0123,
+                "test/render_argmin_acc": 0.8,
+            },
+            "wall_time_s": 2400.0,
+            "pieces": pieces,
+        },
+    )
+    fake_run(tmp_path, long_run("L1", "adjoint", 1), drmm[:13], None)  # cut off at epoch 12
+    half_epochs = [{"step": 300 * k, "epoch": k / 2} for k in range(81)]
+    rfm = [
+        {**p, "test_error": 3.0 - 0.1 * p["epoch"], "elapsed_s": 60.0 * p["epoch"]}
+        for p in half_epochs
+    ]
+    fake_run(
+        tmp_path,
+        long_run("L4", "rfm_sup", 1),
+        rfm,
+        {"metrics": {"test/error": 1.0}, "wall_time_s": 2400.0},
+    )
+
+    report = long_markdown(tmp_path)
+    lines = report.splitlines()
+    # at 3 / 10 / 30 epochs, final, paper (none for the control), the 3-epoch campaign, cost
+    assert (
+        "| entropy_only | 1 | 9.30 / 8.00 / 4.00 | 4.00 | - | 2.29 | - | - | 30.0 (1 piece) "
+        "| 1.50 |" in lines
+    )
+    # minutes summed over the two pieces (1000 + 1400 s), the median epoch 2 minutes
+    assert (
+        "| normalized | 1 | 4.70 / 4.00 / 2.00 | 2.00 | 3.50 | 2.41 | 0.0123 | 80.0 "
+        "| 40.0 (2 pieces) | 2.00 |" in lines
+    )
+    assert any(
+        line.startswith("| adjoint | 1 | 4.70 / 4.00 / - | cut off at epoch 12.0 |")
+        for line in lines
+    )
+    # paired at each epoch: 4.70 - 9.30, 4.00 - 8.00, 2.00 - 4.00
+    assert "| 3 | 1: -4.60 | 1 of 1 | -4.60 | 1 | 1 / 0 |" in lines
+    assert "| 30 | 1: -2.00 | 1 of 1 | -2.00 | 1 | 0 / 0 |" in lines
+    # L4: epochs (minutes) to 2.0% and 1.5%, against the paper's 18
+    assert "| rfm_sup | 1 | 10 (10.0) | 15 (15.0) | 18 |" in lines
+    assert "Still to run: " in report and "adjoint seed 1" in report
+
+
+def test_keep_names_what_a_later_session_resumes_from(tmp_path, tiny_part) -> None:
+    """Every run's results.json and curve.jsonl; a checkpoint only for an unfinished run."""
+    finished, unfinished = PARTS["L"][0], PARTS["L"][1]
+    for run in (finished, unfinished):
+        folder = run.directory(tmp_path) / "0"
+        (folder / "checkpoints").mkdir(parents=True)
+        (folder / "checkpoints" / "last.ckpt").write_bytes(b"x")
+        (folder / "curve.jsonl").write_text("{}\n")
+    (finished.directory(tmp_path) / "0" / "results.json").write_text("{}")
+    kept = tiny_part.keep([finished, unfinished], tmp_path)
+    f, u = finished.directory(tmp_path) / "0", unfinished.directory(tmp_path) / "0"
+    assert kept == sorted(
+        [f / "results.json", f / "curve.jsonl", u / "curve.jsonl", u / "checkpoints/last.ckpt"]
+    )
