@@ -246,3 +246,23 @@ def test_keep_names_what_a_later_session_resumes_from(tmp_path, tiny_part) -> No
     assert kept == sorted(
         [f / "results.json", f / "curve.jsonl", u / "curve.jsonl", u / "checkpoints/last.ckpt"]
     )
+
+
+def test_last_ckpt_holds_the_final_step_with_a_validation_split(tmp_path, mnist) -> None:
+    """Lightning writes save_last only beside a new best checkpoint: without epoch_checkpoint a
+    run whose best validation epoch was not its last left last.ckpt behind (and resumed from
+    there). Whatever the ranking, last.ckpt is the final state."""
+    from drmm_lightning.cli.train import train
+
+    from .conftest import tiny_config
+
+    cfg = tiny_config(
+        tmp_path,
+        "model=drmm2",
+        "trainer.max_epochs=4",
+        "callbacks.model_checkpoint.monitor=train/loss",  # ranks by a loss: max keeps the worst
+        "callbacks.generative_images.every_n_epochs=0",
+        "test=false",
+    )
+    train(cfg)
+    assert read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 12
