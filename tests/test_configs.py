@@ -152,6 +152,6 @@ def test_wheel_ships_the_configs(tmp_path: Path) -> None:
 
 
 def test_negative_objective_weight_is_refused_before_any_work(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="'kl' must be >= 0"):
-        train(tiny_config(tmp_path / "run", "objective.weights.kl=-0.5"))
+    with pytest.raises(ValueError, match="objective.terms.kl.weight must be >= 0"):
+        train(tiny_config(tmp_path / "run", "objective.terms.kl.weight=-0.5"))
     assert not (tmp_path / "run" / "labeled_indices.json").exists()

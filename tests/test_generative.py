@@ -12,7 +12,7 @@ from PIL import Image
 from drmm_lightning.cli.render import render
 from drmm_lightning.cli.train import train
 from drmm_lightning.data import DRMMDataModule
-from drmm_lightning.models import DRMM, build_model
+from drmm_lightning.models import DRMM, build_model, class_appearance
 from drmm_lightning.training import EGObjective
 
 from .conftest import make_config, require_data, tiny_config
@@ -109,7 +109,7 @@ def test_class_appearance_is_classified_and_beats_the_mean_image(mnist_model) ->
     model, images, labels = mnist_model
     for c in range(10):
         mean_image = images[labels == c].mean(0)
-        appearance = model.class_appearance(c, norm=mean_image.norm().item())
+        appearance = class_appearance(model, c, norm=mean_image.norm().item())
         assert appearance.norm().item() == pytest.approx(mean_image.norm().item(), rel=1e-4)
         with torch.no_grad():
             scores = model(torch.stack([appearance, mean_image]))

@@ -25,7 +25,7 @@ from .conftest import make_config
 from .test_data import quiet_trainer
 from .test_resume import drmm_train, runs, weights
 
-CNN = {"cross_entropy": 1.0, "reconstruction": 0.0, "kl": 0.0, "nonneg": 0.0}
+CNN = {"cross_entropy": {"weight": 1.0}}  # the same-architecture CNN's only term
 PEERS = ("pseudo_label", "vat", "mean_teacher")
 
 
@@ -83,7 +83,7 @@ def test_vat_leaves_batch_norm_statistics_alone() -> None:
 def test_mean_teacher_after_one_step_is_the_ema_of_the_student(tmp_path: Path) -> None:
     from .test_precision import synthetic_dm
 
-    objective = {"weights": CNN, "terms": {"mean_teacher": {"rampup_steps": 10}}}
+    objective = {"terms": {**CNN, "mean_teacher": {"rampup_steps": 10}}}
     module = DRMMLitModule(arch="drmm2", num_classes=4, objective=objective)
     initial = copy.deepcopy(module.net)
     quiet_trainer(tmp_path, max_steps=1).fit(module, datamodule=synthetic_dm())
@@ -110,7 +110,7 @@ def test_mean_teacher_weight_and_decay_follow_the_ramp_up() -> None:
 
 
 def test_evaluate_teacher_evaluates_the_teacher_and_needs_one() -> None:
-    objective = {"weights": CNN, "terms": {"mean_teacher": {}}, "evaluate_teacher": True}
+    objective = {"terms": {**CNN, "mean_teacher": {}}, "evaluate_teacher": True}
     module = DRMMLitModule(arch="drmm2", num_classes=4, objective=objective)
     assert module.eval_net is module.objective.terms["mean_teacher"].teacher
     assert DRMMLitModule(arch="drmm2", num_classes=4).eval_net is not None
@@ -177,11 +177,11 @@ def test_pseudo_label_weight_follows_lees_ramp_at_three_steps() -> None:
 @pytest.mark.parametrize("peer", list(PEERS))
 @pytest.mark.parametrize("regime", ["semi_sup", "sup", "unsup"])
 def test_each_peer_runs_an_eg_step_where_it_makes_sense(peer: str, regime: str) -> None:
-    objective = EGObjective.from_config({"weights": CNN, "terms": {peer: {}}})
+    objective = EGObjective.from_config({"terms": {**CNN, peer: {}}})
     torch.manual_seed(0)
     model = build_model("drmm2", num_classes=4, render_path="normalized")
     objective.bind(model)
-    if any(objective.plugins()[0].streams - set(STREAMS[regime])):
+    if any(objective.terms[peer].streams - set(STREAMS[regime])):
         with pytest.raises(ValueError, match=f"objective.terms.{peer} needs"):
             objective.check_streams(regime, STREAMS[regime])
         return
@@ -195,15 +195,15 @@ def test_each_peer_runs_an_eg_step_where_it_makes_sense(peer: str, regime: str) 
 
 @pytest.mark.parametrize("peer", list(PEERS))
 def test_each_peer_composes_with_the_reconstruction(peer: str) -> None:
-    weights = {**CNN, "reconstruction": 1.0}
-    objective = EGObjective.from_config({"weights": weights, "terms": {peer: {}}})
+    terms = {**CNN, "reconstruction": {"weight": 1.0}, peer: {}}
+    objective = EGObjective.from_config({"terms": terms})
     model = build_model("drmm2", num_classes=4, render_path="normalized")
     objective.bind(model)
     x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 4, (4,))
     out = objective(model, (x[:4], y), x[4:], step=5000)
     assert {peer, "reconstruction", "cross_entropy"} <= set(out.terms)
     expected = out.terms["cross_entropy"] + out.terms["reconstruction"]
-    expected = expected + objective.plugins()[0].scale(5000) * out.terms[peer]
+    expected = expected + objective.terms[peer].scale(5000) * out.terms[peer]
     torch.testing.assert_close(out.loss.detach(), expected)
 
 

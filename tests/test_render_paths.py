@@ -165,11 +165,12 @@ def test_paper_presets_keep_the_papers_render_path_and_options(tmp_path) -> None
         assert cfg.model.arch_kwargs.render_path == "adjoint", preset
         assert cfg.model.arch_kwargs.leak == 0.0, preset
         assert not cfg.objective.posterior_grad and cfg.objective.denoise_std == 0, preset
-        assert cfg.objective.weights.layer_reconstruction == 0, preset
+        terms = cfg.objective.terms
+        assert terms.layer_reconstruction.weight == 0, preset
         # and none of the class-dependence options (tests/test_class_dependence.py)
         assert cfg.model.arch_kwargs.prior_layers == 0 and cfg.objective.switch_dropout == 0
-        w = cfg.objective.weights
-        assert w.render_ce == w.marginal == w.render_consistency == 0, preset
+        posterior = (terms.render_ce, terms.marginal, terms.render_consistency)
+        assert all(t.weight == 0 for t in posterior), preset
 
 
 def test_render_argmin_equals_a_brute_force_loop_over_classes() -> None:
@@ -258,7 +259,8 @@ def test_default_experiment_uses_the_normalized_path_on_standardised_inputs(tmp_
     cfg = make_config(tmp_path / "run")
     assert cfg.model.arch == "drmm5_nrm"
     assert cfg.model.arch_kwargs.render_path == "normalized" and cfg.data.standardize
-    assert cfg.objective.weights.nonneg == 0 and cfg.objective.weights.reconstruction > 0
+    terms = cfg.objective.terms
+    assert terms.nonneg.weight == 0 and terms.reconstruction.weight > 0
     adjoint = make_config(tmp_path / "adjoint", "render=adjoint")
     assert adjoint.model.arch_kwargs.render_path == "adjoint" and not adjoint.data.standardize
 

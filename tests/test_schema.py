@@ -27,7 +27,8 @@ WRONG = [
     ("data", "data.num_labeled=100.5", "data.num_labeled=100.5", "Integer"),
     ("model", "model.check_every=often", "model.check_every='often'", "Integer"),
     ("model", "model.optimizer.lr=fast", "model.optimizer.lr='fast'", "Float"),
-    ("objective", "objective.weights.kl=high", "objective.weights.kl='high'", "Float"),
+    ("objective", "objective.terms.kl.weight=high", "objective.terms.kl.weight='high'", "Float"),
+    ("objective", "+objective.terms.vat.eps=far", "objective.terms.vat.eps='far'", "Float"),
     ("objective", "objective.posterior_grad=maybe", "objective.posterior_grad='maybe'", "bool"),
     ("trainer", "trainer.max_steps=1.5", "trainer.max_steps=1.5", "Integer"),
     (

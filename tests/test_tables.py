@@ -33,9 +33,9 @@ def test_preset_matches_its_cell(preset: str, tmp_path: Path) -> None:
         "unsup_pretr" if "unsup_pretr" in preset else "semi_sup" if "semi_sup" in preset else "sup"
     )
     assert cfg.regime.name == regime
-    generative = cfg.objective.weights.reconstruction > 0
+    generative = cfg.objective.terms.reconstruction.weight > 0
     assert generative == (not arch.startswith("convnet") and "entropy_only" not in preset)
-    assert (cfg.objective.weights.kl > 0) == ("nn_kl" in preset or "entropy_only" in preset)
+    assert (cfg.objective.terms.kl.weight > 0) == ("nn_kl" in preset or "entropy_only" in preset)
     assert cfg.data.val_size == 0 and cfg.test_ckpt == "last"  # no selection on any held-out set
 
 

@@ -229,4 +229,4 @@ def test_two_trial_optuna_sweep_returns_a_number(tmp_path: Path, mnist: Path) ->
     assert result.returncode == 0, result.stderr[-3000:]
     found = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
     assert isinstance(found["best_value"], float) and 0.0 <= found["best_value"] <= 1.0
-    assert set(found["best_params"]) >= {"model.optimizer.lr", "objective.weights.kl"}
+    assert set(found["best_params"]) >= {"model.optimizer.lr", "objective.terms.kl.weight"}

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from ..data import DRMMDataModule
 from ..training import DRMMLitModule
+from ..training.objective import upgrade_config
 from .config import as_dict
 
 IDENTITY = ("arch", "in_channels", "num_classes", "image_size")
@@ -40,9 +41,24 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def objective_of(objective: Any) -> Any:
+    """An objective config as the experiment it defines: in today's layout (a checkpoint's may
+    predate issue 30), a term at weight 0 the same as no term."""
+    if not isinstance(objective, dict):
+        return objective
+    objective = upgrade_config(objective)
+    terms = {
+        name: options
+        for name, options in (objective.get("terms") or {}).items()
+        if options is not None and options.get("weight", 1.0) != 0
+    }
+    return {**objective, "terms": terms}
+
+
 def experiment_of(run_config: dict[str, Any]) -> dict[str, Any]:
     """The keys of a run config that define the experiment (EXPERIMENT minus NOT_EXPERIMENT)."""
     sections = {k: run_config.get(k) for k in EXPERIMENT}
+    sections["objective"] = objective_of(sections["objective"])
     return {k: v for k, v in flatten(sections).items() if not k.startswith(NOT_EXPERIMENT)}
 
 

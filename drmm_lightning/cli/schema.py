@@ -28,7 +28,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union, cast, get_args, get_origin
+from typing import Any, Literal, Optional, Union, cast, get_args, get_origin
 
 import hydra
 import torch
@@ -220,11 +220,18 @@ def target_schema(target: str) -> type | None:
 
 
 def objective_schema() -> type:
-    """The objective group: EGObjective's arguments (weights: ObjectiveWeights)."""
+    """The objective group: EGObjective's arguments, and under `terms` every registered term's
+    (training/terms/: objective.terms.<name> takes the options of that Term's signature, or
+    null)."""
     from ..training.objective import EGObjective
+    from ..training.terms import TERMS
 
-    fields, _ = parameters(EGObjective, skip=("pixel_std",))
-    return make_schema("objective", fields)
+    fields, _ = parameters(EGObjective, skip=("pixel_std", "terms"))
+    terms = {
+        name: Optional[make_schema(name, parameters(TERMS[name])[0])]  # noqa: UP045
+        for name in sorted(TERMS)
+    }
+    return make_schema("objective", {**fields, "terms": make_schema("terms", terms)})
 
 
 def arch_schema(arch: str) -> type | None:
@@ -239,6 +246,17 @@ def arch_schema(arch: str) -> type | None:
     return make_schema(f"arch_kwargs of {arch}", {**extra, **fields})
 
 
+def schema_keys(schema: type, path: str) -> list[str]:
+    """The keys of the node at `path` (dotted, "" the top) of a schema, or [] if none."""
+    kind: Any = schema
+    for part in filter(None, path.split(".")):
+        hints = {f.name: f.type for f in dataclasses.fields(kind)}
+        kind = next((a for a in get_args(hints.get(part)) if a is not type(None)), hints.get(part))
+        if not dataclasses.is_dataclass(kind):
+            return []
+    return [f.name for f in dataclasses.fields(kind)]
+
+
 def check(values: Mapping[str, Any], schema: type | None, path: str = "") -> None:
     """A ValueError naming the first value of `values` (a plain mapping) of the wrong type for
     `schema`, or the first key it does not have."""
@@ -250,9 +268,10 @@ def check(values: Mapping[str, Any], schema: type | None, path: str = "") -> Non
     try:
         OmegaConf.merge(node, values)
     except ConfigKeyError as err:
-        key = f"{path}{err.full_key or err.key}"
-        valid = ", ".join(k for k in node if not k.startswith("_"))
-        raise ValueError(f"Unknown setting {key}; valid keys here: {valid}.") from None
+        full = str(err.full_key or err.key)
+        parent = full.rpartition(".")[0]  # the valid keys are those beside the unknown one
+        valid = ", ".join(k for k in schema_keys(schema, parent) if not k.startswith("_"))
+        raise ValueError(f"Unknown setting {path}{full}; valid keys here: {valid}.") from None
     except ValidationError as err:
         key = str(err.full_key or err.key)
         value = OmegaConf.select(OmegaConf.create(dict(values)), key, default=None)

@@ -10,13 +10,10 @@ gradient ascent on the input (Simonyan et al. 2013), for comparison.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from .drmm import DRMM
+from .drmm import DRMM
 
 
 def _start(model: DRMM, norm: float) -> Tensor:

@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .appearance import class_appearance
 from .layer import LayerSpec, RenderingLayer, Switches
 from .topdown import top_down_norms
 
@@ -199,10 +198,6 @@ class DRMM(nn.Module):
         through switches a ~ Bern(pi_a), t ~ Cat(pi_t) drawn from the learned priors. Returns
         the mean image sigma^2 Lambda_g mu_c (add N(0, sigma^2) pixel noise for a full sample)."""
         return self.render(self.sampled_inference(len(classes), generator), classes)
-
-    def class_appearance(self, c: int, norm: float = 1.0, iterations: int = 30) -> Tensor:
-        """The activity-maximising image of class c in closed form (Eq. 46; appearance.py)."""
-        return class_appearance(self, c, norm, iterations)
 
     def sampled_inference(self, batch: int, generator: torch.Generator | None) -> Inference:
         """An Inference holding switches drawn from the priors instead of inferred ones."""

@@ -1,6 +1,6 @@
 """Training: the EG objective, the LightningModule, callbacks and loggers."""
 
 from .module import DRMMLitModule, NonFiniteLossError
-from .objective import EGObjective, ObjectiveWeights, StepOutput
+from .objective import EGObjective, StepOutput
 
-__all__ = ["DRMMLitModule", "EGObjective", "NonFiniteLossError", "ObjectiveWeights", "StepOutput"]
+__all__ = ["DRMMLitModule", "EGObjective", "NonFiniteLossError", "StepOutput"]

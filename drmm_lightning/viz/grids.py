@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from ..models import DRMM, activity_maximization, render_every_class
+from ..models import DRMM, activity_maximization, class_appearance, render_every_class
 
 
 def grid(images: Tensor, nrow: int) -> Tensor:
@@ -50,7 +50,7 @@ def filters(model: DRMM) -> Tensor:
 def class_appearances(model: DRMM, classes: list[int], norm: float = 1.0) -> Tensor:
     """Eq. 46's closed-form class appearance of each class (first row) above gradient-ascent
     activity maximisation (second row), for comparison."""
-    closed = [model.class_appearance(c, norm) for c in classes]
+    closed = [class_appearance(model, c, norm) for c in classes]
     ascent = [activity_maximization(model, c, norm) for c in classes]
     return grid(torch.stack(closed + ascent), len(classes))
 

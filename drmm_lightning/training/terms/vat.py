@@ -6,7 +6,7 @@ as in their semi-supervised runs).
 Hyperparameters: one power iteration, xi = 1e-6 (the paper), eps = 0.3 in [0, 1] pixel units,
 L2 (the authors' semi-supervised MNIST command, takerum/vat README), alpha = 1. "VAT + EntMin" is
 `objective=vat_entmin`: the same plus the entropy of p(y|x), which is this project's KL term
-(`objective.weights.kl`; losses.kl_term is entropy - log C).
+(`objective.terms.kl`; losses.kl_term is entropy - log C).
 
 The power iteration runs in float32 whatever the autocast: a perturbation of norm xi = 1e-6
 vanishes in bf16. Even in float32, xi = 1e-6 is near the rounding floor: on the default run's
