@@ -31,7 +31,10 @@ from drmm_lightning.training import DRMMLitModule
 RECORD = Path(__file__).parent / "fixtures" / "objective_golden.json"
 SHAPES = {"mnist": (1, 28), "fashion_mnist": (1, 28), "cifar10": (3, 32)}  # (channels, size)
 STEP = 700  # past the mean teacher's ramp-up, inside pseudo-label's ramp: every term is on
-STREAMS = {"sup": [("labeled",)], "semi_sup": [("labeled", "unlabeled")]}
+STREAMS: dict[str, list[tuple[str, ...]]] = {
+    "sup": [("labeled",)],
+    "semi_sup": [("labeled", "unlabeled")],
+}
 STREAMS["unsup_pretr"] = [("unlabeled",), ("labeled",)]  # phase 1, then phase 2
 
 
@@ -124,13 +127,13 @@ def record() -> dict[str, list[dict[str, Any]]]:
 
 # An objective in the layout before issue 30 (weights: {...}, posterior_batch at the top, the
 # peers under terms), as the checkpoints of that code hold it.
-OLD_OBJECTIVE = {
+OLD_OBJECTIVE: dict[str, Any] = {
     "weights": {"cross_entropy": 1.0, "reconstruction": 1.0, "kl": 0.5, "nonneg": 0.5},
     "estep": "hard",
     "posterior_batch": 4,
     "terms": {"mean_teacher": {"weight": 10.0, "rampup_steps": 2}},
 }
-TINY_MODEL = {"arch": "rfm", "in_channels": 1, "num_classes": 10, "image_size": 8}
+TINY_MODEL: dict[str, Any] = {"arch": "rfm", "in_channels": 1, "num_classes": 10, "image_size": 8}
 
 
 def tiny_batches(n: int = 2) -> DataLoader:

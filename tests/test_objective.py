@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pytest
@@ -69,7 +70,7 @@ def test_a_new_term_is_one_class_and_one_config_entry(tmp_path: Path) -> None:
     terms = {"cross_entropy": {"weight": 1.0}, "test_twice_ce": {"weight": 0.5, "factor": 3.0}}
     objective = EGObjective.from_config({"terms": terms})
     module = DRMMLitModule(**golden.TINY_MODEL, objective={"terms": terms})
-    batch = golden.tiny_batches(1)[0]
+    batch = golden.tiny_batches(1).dataset[0]
     out = objective(module.net, batch["labeled"], batch["unlabeled"])
     assert set(out.terms) == {"cross_entropy", "test_twice_ce"}  # logged as train/<name>
     assert torch.allclose(out.terms["test_twice_ce"], 3 * out.terms["cross_entropy"])
@@ -132,7 +133,7 @@ def test_a_bad_term_stops_drmm_train_before_any_data_is_read(tmp_path: Path) -> 
 
 
 # conf/objective/nn_kl.yaml as the code before issue 30 composed it (checkpoints hold this)
-OLD_NN_KL = {
+OLD_NN_KL: dict[str, Any] = {
     "weights": {
         "cross_entropy": 1.0,
         "reconstruction": 1.0,
@@ -177,7 +178,7 @@ def test_a_checkpoint_of_the_old_layout_loads_and_resumes(tmp_path: Path) -> Non
     terms = module.objective.terms
     assert list(terms)[:4] == ["cross_entropy", "kl", "class_balance", "reconstruction"]
     assert terms["render_ce"].posterior_batch == 4 and terms["mean_teacher"].rampup_steps == 2
-    teacher = terms["mean_teacher"].teacher
+    teacher = terms["mean_teacher"].teacher  # type: ignore[union-attr]
     key = next(k for k in saved["state_dict"] if k.startswith("objective.terms.mean_teacher."))
     assert torch.equal(
         teacher.state_dict()[key.removeprefix("objective.terms.mean_teacher.teacher.")],
