@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import pytest
@@ -26,7 +26,7 @@ from drmm_lightning.cli.config import check_types
 from drmm_lightning.cli.train import train
 from drmm_lightning.training import DRMMLitModule, EGObjective
 from drmm_lightning.training.objective import upgrade_config
-from drmm_lightning.training.terms import StepContext, Term
+from drmm_lightning.training.terms import MeanTeacher, StepContext, Term
 
 from . import objective_golden as golden
 from .conftest import make_config
@@ -178,7 +178,8 @@ def test_a_checkpoint_of_the_old_layout_loads_and_resumes(tmp_path: Path) -> Non
     terms = module.objective.terms
     assert list(terms)[:4] == ["cross_entropy", "kl", "class_balance", "reconstruction"]
     assert terms["render_ce"].posterior_batch == 4 and terms["mean_teacher"].rampup_steps == 2
-    teacher = terms["mean_teacher"].teacher  # type: ignore[union-attr]
+    teacher = cast(MeanTeacher, terms["mean_teacher"]).teacher
+    assert teacher is not None
     key = next(k for k in saved["state_dict"] if k.startswith("objective.terms.mean_teacher."))
     assert torch.equal(
         teacher.state_dict()[key.removeprefix("objective.terms.mean_teacher.teacher.")],
