@@ -20,7 +20,7 @@ import drmm_lightning.cli.train as train_module
 import drmm_lightning.training.checkpointing as checkpointing
 from drmm_lightning.cli import precision
 from drmm_lightning.cli.config import check_types
-from drmm_lightning.cli.render import check_judge, render
+from drmm_lightning.cli.render import check_judge, load_judge, render
 from drmm_lightning.cli.train import SetupError, SweepRecord, validate
 from drmm_lightning.data.datasets import ensure_files
 from drmm_lightning.data.image_folder import load_image_folder
@@ -126,12 +126,18 @@ def test_a_checkpoint_that_is_not_a_judge_is_refused_as_judge(tmp_path: Path) ->
 
 
 def test_a_missing_judge_file_is_said_to_be_missing_under_its_option(tmp_path: Path) -> None:
+    """Before: "not a readable checkpoint (truncated or corrupt: No such file ...). Delete it,
+    or pass another with ckpt_path=<file>"."""
     missing = tmp_path / "judge" / "last.ckpt"
-    with pytest.raises(FileNotFoundError) as refused:
-        render(render_config(tmp_path, f"ckpt_path={missing}", f"judge={missing}"))
-    message = str(refused.value)
-    assert message.startswith(f"judge={missing}: ") and "does not exist" in message
-    assert "corrupt" not in message and "ckpt_path" not in message
+    for attempt in (
+        lambda: load_judge(str(missing)),
+        lambda: render(render_config(tmp_path, f"ckpt_path={missing}", f"judge={missing}")),
+    ):
+        with pytest.raises(FileNotFoundError) as refused:
+            attempt()
+        message = str(refused.value)
+        assert message.startswith(f"judge={missing}: ") and "does not exist" in message
+        assert "corrupt" not in message and "ckpt_path" not in message
 
 
 # ---- images of every mode -----------------------------------------------------------------------
