@@ -83,8 +83,7 @@ def find_checkpoint(
         return None
     if ckpt_path != "last":
         path = Path(ckpt_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"Checkpoint {path.resolve()} does not exist.")
+        check_exists(path, "ckpt_path")
         return path
     root = Path(log_dir) / task_name
     found = [p for p in root.rglob("last.ckpt") if "checkpoints" in p.parent.parts]
@@ -111,15 +110,29 @@ def find_checkpoint(
     )
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """The checkpoint's dict on the CPU (trusted: our own files); a ValueError naming the file
-    if it is not a readable checkpoint."""
+def check_exists(path: Path, option: str) -> None:
+    """A FileNotFoundError naming `option` (the setting that gave `path`) unless `path` is a
+    file: a missing file is not a corrupt one, and a directory is not a checkpoint."""
+    if path.is_file():
+        return
+    what = "is a directory, not a checkpoint file" if path.is_dir() else "does not exist"
+    raise FileNotFoundError(
+        f"{option}={path}: {path.resolve()} {what}. Pass {option}=<a .ckpt file> (e.g. "
+        "<run>/checkpoints/last.ckpt)."
+    )
+
+
+def read_checkpoint(path: Path, option: str = "ckpt_path") -> dict[str, Any]:
+    """The checkpoint's dict on the CPU (trusted: our own files); a FileNotFoundError naming
+    `option` (the setting that gave the path) if there is no such file, a ValueError naming the
+    file if it is not a readable checkpoint."""
+    check_exists(path, option)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # garbage bytes can fail anywhere in the unpickler (even MemoryError)
         raise ValueError(
             f"Checkpoint {path} is not a readable checkpoint (truncated or corrupt: {err}). "
-            "Delete it, or pass another with ckpt_path=<file>."
+            f"Delete it, or pass another with {option}=<file>."
         ) from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(
@@ -150,14 +163,17 @@ def progress(checkpoint: dict[str, Any]) -> tuple[int, int]:
 
 
 def load_run(
-    ckpt: Path, data_overrides: Mapping[str, Any] | None = None, index_dir: str | None = None
+    ckpt: Path,
+    data_overrides: Mapping[str, Any] | None = None,
+    index_dir: str | None = None,
+    option: str = "ckpt_path",
 ) -> tuple[DRMMLitModule, DRMMDataModule]:
     """The trained module (in evaluation mode) and the DataModule it was trained with, from one
     read of the checkpoint, `data_overrides` (e.g. root= on another machine; a config's `data`
     block) applied to the data's settings, the split saved into `index_dir` (None: nowhere).
     The DataModule comes from the hyperparameters Lightning saved with it; checkpoints written
     before it saved them describe their data in the run config that drmm-train stores."""
-    saved = read_checkpoint(ckpt)
+    saved = read_checkpoint(ckpt, option)
     # Lightning's own loader; checkpoints written before the optimizer and scheduler were kept
     # as plain configs hold callables in their hyperparameters, so they need weights_only=False
     legacy = any(callable(saved["hyper_parameters"].get(k)) for k in ("optimizer", "scheduler"))

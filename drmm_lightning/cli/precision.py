@@ -10,6 +10,8 @@ fp32, hence the fallback. `trainer.precision` and `model.channels_last` can stil
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -56,3 +58,31 @@ def describe(precision: str, accelerator: str) -> str:
     if effective(precision, accelerator) == "bf16":
         return "precision=auto: this device computes bf16 natively; precision=fp32 to turn it off"
     return "precision=auto: this device has no native bf16 (it would be emulated, slower)"
+
+
+def emulation_warning(precision: str, trainer_precision: str, accelerator: str) -> str | None:
+    """Why an explicit bf16 request runs emulated (about 3x slower than fp32 on a CPU without
+    native bf16), or None where bf16 is native or not asked for; `precision=auto` chooses
+    for the device, so it is never warned of."""
+    asked = precision == "bf16" or str(trainer_precision).startswith("bf16")
+    if not asked or bf16_supported(str(accelerator)):
+        return None
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    device = "this GPU does not" if on_gpu else "this CPU (no AVX-512 BF16 or AMX) does not"
+    return (
+        f"precision={precision} (trainer.precision={trainer_precision}): {device} compute bf16 "
+        "natively, so it is emulated, about 3x slower than fp32. Use precision=auto (bf16 only "
+        "where it is native, fp32 here) or precision=fp32."
+    )
+
+
+_warned: set[str] = set()
+
+
+def warn_emulated_bf16(precision: str, trainer_precision: str, accelerator: str) -> None:
+    """Warn, once per process, that an explicit bf16 request will run emulated
+    (emulation_warning)."""
+    message = emulation_warning(precision, trainer_precision, accelerator)
+    if message and message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, stacklevel=2)

@@ -44,7 +44,7 @@ from ..models.sampling import (
     prior_mean_layers,
 )
 from ..viz import grids
-from .checkpoints import find_checkpoint, load_run
+from .checkpoints import find_checkpoint, load_run, read_checkpoint
 from .config import CONF_DIR, as_dict, check_overrides
 
 KINDS = ("reconstructions", "templates", "samples", "filters", "layers", "classes")
@@ -239,9 +239,50 @@ def transfer_metrics(
     }
 
 
+JUDGE_TAG = "judge"  # in the run config's tags of what experiment=judge writes
+JUDGE_MAX_TEST_ERROR = 2.0  # percent; the judge preset reaches 0.69% on MNIST
+
+
+def describe_run(saved: dict[str, Any]) -> str:
+    """What a checkpoint holds, in a few words: architecture, regime, labels, steps, tags."""
+    run = saved.get("run_config") or {}
+    arch = saved.get("hyper_parameters", {}).get("arch", "model of unknown architecture")
+    regime = (run.get("regime") or {}).get("name", "?")
+    labels = (run.get("data") or {}).get("num_labeled", "?")
+    tags = ", ".join(map(str, run.get("tags") or [])) or "none"
+    steps = saved.get("global_step", "?")
+    return f"a {arch} trained {steps} steps in regime {regime} on {labels} labels (tags: {tags})"
+
+
+def check_judge(path: Path) -> None:
+    """Refuse a judge= checkpoint that is not a judge, before any work: one that experiment=judge
+    did not write (its run config is tagged judge), or whose recorded test error (results.json
+    of its run) is above JUDGE_MAX_TEST_ERROR; any other model's accuracies would mean nothing."""
+    saved = read_checkpoint(path, "judge")
+    train_judge = (
+        "A judge is what `drmm-train experiment=judge` writes (a plain CNN on all the labels); "
+        "train one and pass judge=<its run>/checkpoints/last.ckpt."
+    )
+    if JUDGE_TAG not in ((saved.get("run_config") or {}).get("tags") or []):
+        raise ValueError(
+            f"judge={path} is not a judge: it holds {describe_run(saved)}, not written by "
+            f"experiment=judge (no '{JUDGE_TAG}' tag). {train_judge}"
+        )
+    results = path.parent.parent / "results.json"
+    error = None
+    if results.is_file():
+        error = json.loads(results.read_text()).get("metrics", {}).get("test/error")
+    if error is not None and error > JUDGE_MAX_TEST_ERROR:
+        raise ValueError(
+            f"judge={path} is too poor a judge: its run's test error is {error:.2f}% "
+            f"({results}), above the {JUDGE_MAX_TEST_ERROR}% a judge may have; it holds "
+            f"{describe_run(saved)}. {train_judge}"
+        )
+
+
 def load_judge(path: str) -> generation.Judge:
     """An experiment=judge checkpoint as a Judge (its network and its input normalisation)."""
-    module, datamodule = load_run(Path(path))
+    module, datamodule = load_run(Path(path), option="judge")
     transform = datamodule.transform
     return generation.Judge(module.net, transform.normalize)
 
@@ -259,6 +300,8 @@ def fresh_dir(base: Path) -> Path:
 def render(cfg: DictConfig) -> list[Path]:
     """Write the requested grids; returns their paths."""
     what = check_arguments(cfg)
+    if cfg.get("judge"):
+        check_judge(Path(cfg.judge))
     ckpt = find_checkpoint(cfg.ckpt_path, cfg.paths.log_dir, "train")
     if ckpt is None:
         raise ValueError("drmm-render needs ckpt_path=<checkpoint file>, or ckpt_path=last.")

@@ -10,16 +10,21 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+import traceback
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..data import STREAMS, DRMMDataModule
 from ..models import RENDER_PATHS
@@ -35,7 +40,7 @@ from .build import (
 )
 from .checkpoints import check_same_model, find_checkpoint, progress, read_checkpoint
 from .config import CONF_DIR, as_dict, check_overrides, check_types
-from .precision import describe
+from .precision import describe, warn_emulated_bf16
 from .report import as_floats, print_config, save_results, say, summary
 from .rundir import LOCK_FILE, RunDirError, check_fresh, check_writable, lock_run_dir
 
@@ -93,6 +98,8 @@ def validate(cfg: DictConfig) -> None:
     for data_regime, _ in phases(cfg):  # e.g. pseudo-labels need labeled and unlabeled images
         objective.check_streams(cfg.regime.name, STREAMS[data_regime])
     check_sweep_metric(cfg)
+    accelerator = OmegaConf.select(cfg, "trainer.accelerator", default="auto")
+    warn_emulated_bf16(cfg.precision, cfg.trainer.precision, accelerator)
     path = (cfg.model.get("arch_kwargs") or {}).get("render_path", "adjoint")
     if path not in RENDER_PATHS:
         raise ValueError(
@@ -323,23 +330,90 @@ def discard_if_unused(run_dir: Path, task_name: str) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+
+
+@dataclass
+class SweepRecord:
+    """The jobs of this process's multirun so far, and why each failed one failed."""
+
+    jobs: int = 0
+    failed: list[str] = field(default_factory=list)
+    sweep_dir: str = ""
+
+
+SWEEP = SweepRecord()
+
+
+def sweep_job() -> str | None:
+    """'job N (its overrides)' when this run is a job of a multirun, else None."""
+    if not HydraConfig.initialized():
+        return None
+    hydra_config: DictConfig = HydraConfig.get()  # type: ignore[assignment]
+    if hydra_config.get("mode") != RunMode.MULTIRUN:
+        return None
+    overrides = " ".join(hydra_config.overrides.task) or "no overrides"
+    return f"job {hydra_config.job.num} ({overrides})"
+
+
+def sweep_goes_on() -> bool:
+    """Whether a failed job is recorded here and the sweep goes on: Hydra's basic sweeper and
+    launcher run every job in this process, in turn. Other launchers run jobs elsewhere, and
+    other sweepers (Optuna) count failures themselves, so there the failure is raised to them."""
+    hydra_config: DictConfig = HydraConfig.get()  # type: ignore[assignment]
+    sweeper = OmegaConf.select(hydra_config, "sweeper._target_", default="")
+    launcher = OmegaConf.select(hydra_config, "launcher._target_", default="")
+    return sweeper == BASIC_SWEEPER and launcher == BASIC_LAUNCHER
+
+
+def job_failed(job: str, why: str) -> None:
+    """Tell and record a failed sweep job: the sweep goes on with the next, and main() ends
+    with a summary of the failed ones and status 1."""
+    SWEEP.failed.append(f"{job}: {why}")
+    print(f"Error in {job}: {why}\n[drmm] the sweep goes on with its other jobs", file=sys.stderr)
+
+
+def sweep_summary() -> str:
+    """The closing message of a sweep with failed jobs: each, and why."""
+    ran = f"{SWEEP.jobs - len(SWEEP.failed)} of {SWEEP.jobs} jobs finished"
+    lines = "\n".join(f"  {failure}" for failure in SWEEP.failed)
+    return (
+        f"Error: {len(SWEEP.failed)} job(s) of the sweep failed ({ran}; results under "
+        f"{SWEEP.sweep_dir}):\n{lines}"
+    )
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     if cfg.get("print_config"):
         print_config(cfg)
+    job = sweep_job()
+    if job and not sweep_goes_on():
+        job = None  # a failure is the sweeper's or launcher's to handle, as in a single run
+    if job:
+        SWEEP.jobs += 1
+        SWEEP.sweep_dir = str(HydraConfig.get().sweep.dir)
     try:
         metrics = train(cfg)
-    except Interrupted as stopped:
+    except Interrupted as stopped:  # a signal stops a sweep too
         say(f"[drmm] stopped by {stopped}")
         sys.exit(143 if stopped.signal_name == "SIGTERM" else 130)
     except SetupError as err:  # a bad setting or file, named: no traceback to read through
         if not isinstance(err.__cause__, RunDirError):  # never clear another run's directory
             discard_if_unused(Path(cfg.paths.output_dir), cfg.task_name)
+        if job:
+            job_failed(job, str(err))
+            return None
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(1)
-    except Exception:
+    except Exception as err:
         discard_if_unused(Path(cfg.paths.output_dir), cfg.task_name)
-        raise
+        if not job:
+            raise
+        traceback.print_exc()
+        job_failed(job, f"{type(err).__name__}: {err}")
+        return None
     metric = cfg.get("optimized_metric")
     if metric and metric not in metrics:
         warnings.warn(
@@ -362,7 +436,68 @@ def main() -> None:
             lock_run_dir(run_dir)
     except RunDirError as err:
         sys.exit(f"Error: {err}")
+    check_sweep(args)
     _hydra_main()
+    if SWEEP.failed:
+        sys.exit(sweep_summary())
+
+
+def sweep_jobs(args: list[str]) -> list[list[str]] | None:
+    """The overrides of every job of a multirun that Hydra's basic sweeper runs (the cross
+    product of the sweep's values), or None when that is not known ahead (another sweeper,
+    Hydra's own flags, or overrides Hydra itself will refuse)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = [a for a in args if a not in ("-m", "--multirun")]
+    if len(overrides) == len(args) or any(a.startswith("-") for a in overrides):
+        return None
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(overrides)
+        fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+        base = compose("train", [line for line in fixed if line], return_hydra_config=True)
+        if base.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+            return None
+        params = [f"{k}={v}" for k, v in (base.hydra.sweeper.get("params") or {}).items()]
+        batches = BasicSweeper.split_arguments(parser.parse_overrides(params + overrides), None)
+    except Exception:  # Hydra names what it cannot compose when it gets there
+        return None
+    return batches[0]
+
+
+def check_sweep(args: list[str]) -> None:
+    """Before the first job of a multirun starts, compose and validate every job's config; exit,
+    naming each job that would be refused and why, so that no sweep stops half way on a
+    setting it could have refused at once. (Jobs failing later are recorded: job_failed.)"""
+    if "-m" not in args and "--multirun" not in args:
+        return
+    GlobalHydra.instance().clear()
+    refused = []
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            jobs = sweep_jobs(args) or []
+            for num, job in enumerate(jobs):
+                try:
+                    cfg = compose("train", job, return_hydra_config=True)
+                    with open_dict(cfg):  # as the job will see it (paths.output_dir reads it)
+                        cfg.hydra.job.num = num
+                        cfg.hydra.runtime.output_dir = f"{cfg.hydra.sweep.dir}/{num}"
+                    HydraConfig.instance().set_config(cfg)
+                except Exception:  # Hydra names what it cannot compose when it gets there
+                    continue
+                try:
+                    validate(cfg)
+                except ValueError as err:
+                    shown = " ".join(o for o in job if not o.startswith("hydra.")) or "-"
+                    refused.append(f"  job {num} ({shown}): {err}")
+    finally:
+        GlobalHydra.instance().clear()
+    if refused:
+        sys.exit(
+            f"Error: {len(refused)} of the {len(jobs)} jobs of this sweep would be refused, so "
+            "none was started; fix or drop them:\n" + "\n".join(refused)
+        )
 
 
 if __name__ == "__main__":

@@ -99,11 +99,14 @@ def ensure_files(name: str, location: Path, download: bool) -> None:
     directory = location / spec.folder
     if not missing_files(directory, spec.files):
         return
+    hint = folder_copies_hint(name, location)
     if not download:
-        raise not_found_error(name, directory, spec.files, "downloading is off (download=False)")
+        raise not_found_error(
+            name, directory, spec.files, f"downloading is off (download=False){hint}"
+        )
     if not network_available(spec.host):
         raise not_found_error(
-            name, directory, spec.files, f"{spec.host} cannot be reached to download them"
+            name, directory, spec.files, f"{spec.host} cannot be reached to download them{hint}"
         )
     try:
         spec.torchvision_class(location, train=True, download=True)
@@ -112,6 +115,28 @@ def ensure_files(name: str, location: Path, download: bool) -> None:
         raise not_found_error(
             name, directory, spec.files, f"the download failed ({error})"
         ) from error
+
+
+def folder_copies_hint(name: str, location: Path) -> str:
+    """Where the data root holds an image-folder copy of `name` (a folder named like it, e.g.
+    cifar10-jpeg, with train/ and test/ inside), a sentence saying how to train on it; else ""."""
+    if not location.is_dir():
+        return ""
+    key = name.replace("_", "").lower()
+    copies = sorted(
+        folder.name
+        for folder in location.iterdir()
+        if folder.is_dir()
+        and key in folder.name.replace("_", "").replace("-", "").lower()
+        and all((folder / split).is_dir() for split in ("train", "test"))
+    )
+    if not copies:
+        return ""
+    uses = " or ".join(f"data=image_folder data.path={copy}" for copy in copies)
+    return (
+        f"; but {location} holds an image-folder copy of it ({', '.join(copies)}: train/ and "
+        f"test/ class folders), which {uses} trains on"
+    )
 
 
 def load_dataset(name: str, location: Path, download: bool = True) -> tuple[ImageData, ImageData]:

@@ -65,8 +65,11 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def _decode(files: list[tuple[str, int]]) -> torch.Tensor:
-    """Decode the files to a (N, C, H, W) uint8 tensor; grey if the first image is, else RGB."""
-    mode = ImageReadMode.GRAY if _read(files[0][0]).shape[0] == 1 else ImageReadMode.RGB
+    """Decode the files to a (N, C, H, W) uint8 tensor, whatever each file's mode (palette,
+    alpha, 1-bit, CMYK, 16-bit): RGB if any file is in colour (3 or 4 channels as stored), else
+    grey, each file converted to that by the decoder."""
+    colour = any(_read(path).shape[0] >= 3 for path, _ in files)
+    mode = ImageReadMode.RGB if colour else ImageReadMode.GRAY
     images = [_read(path, mode) for path, _ in files]
     shapes = {tuple(image.shape) for image in images}
     if len(shapes) > 1:
@@ -78,10 +81,19 @@ def _decode(files: list[tuple[str, int]]) -> torch.Tensor:
 
 
 def _read(path: str, mode: ImageReadMode = ImageReadMode.UNCHANGED) -> torch.Tensor:
-    """Decode one image file; a ValueError naming the file if it cannot be decoded."""
+    """Decode one image file to uint8 (16-bit images scaled to 8 bits); a ValueError naming the
+    file if it cannot be decoded, or decodes to something other than one still image."""
     try:
-        return decode_image(path, mode=mode)
+        image = decode_image(path, mode=mode)
     except (RuntimeError, ValueError, OSError) as error:
         raise ValueError(
             f"Cannot decode image {path} ({error}); remove or replace the file."
         ) from error
+    if image.dtype == torch.uint16:  # 16-bit PNG (I;16): 0..65535 onto 0..255, rounded
+        image = ((image.to(torch.int32) * 255 + 32767) // 65535).to(torch.uint8)
+    if image.dtype != torch.uint8 or image.dim() != 3:
+        raise ValueError(
+            f"Image {path} decodes to {image.dtype} of shape {tuple(image.shape)}, not one "
+            "still image of 8 or 16 bits; convert it to an 8-bit grey or RGB PNG, or remove it."
+        )
+    return image

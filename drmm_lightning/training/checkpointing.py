@@ -7,6 +7,7 @@ finishes its current step, writes last.ckpt and stops, so `ckpt_path=last` loses
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -37,15 +38,39 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             torch.save(checkpoint, partial)
-            os.replace(partial, path)
         except (OSError, RuntimeError) as err:  # torch reports a full disk as a RuntimeError
-            free = shutil.disk_usage(path.parent).free / 2**20
-            raise OSError(
-                f"Could not write checkpoint {path} ({free:.0f} MiB free on its filesystem; a "
-                f"full disk?): {err}"
-            ) from err
+            raise write_error(f"Could not write checkpoint {path}", path, err) from err
+        else:
+            try:
+                os.replace(partial, path)
+            except OSError as err:
+                raise write_error(
+                    f"Could not move the written checkpoint {partial.name} onto {path}", path, err
+                ) from err
         finally:
             partial.unlink(missing_ok=True)
+
+
+def write_error(what: str, path: Path, err: BaseException) -> OSError:
+    """The OSError for a failed checkpoint write or rename, naming its real cause: a full disk
+    only where the error says so (or torch's errno-less RuntimeError, with the space left)."""
+    code = getattr(err, "errno", None)
+    if code == errno.EXDEV:
+        why = (
+            f"the rename crosses filesystems (EXDEV): {path} is on another filesystem than its "
+            f"directory {path.parent} (a bind mount or a mount point there?), and a rename "
+            "cannot cross them; not a disk space problem. Write the run into a plain directory "
+            "(hydra.run.dir=...) or remove the mount"
+        )
+    elif code in (errno.ENOSPC, errno.EDQUOT):
+        free = shutil.disk_usage(path.parent).free / 2**20
+        why = f"the disk or quota is full ({free:.0f} MiB free on its filesystem)"
+    elif code is None:  # torch.save's RuntimeError: a failed stream, most often a full disk
+        free = shutil.disk_usage(path.parent).free / 2**20
+        why = f"{free:.0f} MiB free on its filesystem; a full disk?"
+    else:
+        why = f"{errno.errorcode.get(code, code)}: {getattr(err, 'strerror', '') or err}"
+    return OSError(f"{what} ({why}): {err}")
 
 
 def remove_partial_writes(folder: Path) -> list[Path]:
