@@ -13,6 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from drmm_lightning.cli import precision
 from drmm_lightning.cli.config import CONF_DIR
 from drmm_lightning.data import resolve_data_root
 
@@ -35,6 +36,12 @@ TINY = [
     "print_config=false",
     "tags=[test]",
 ]
+
+
+def pytest_report_header() -> str:
+    """Say what precision=auto trains the suite's runs in (DRMM_NATIVE_BF16=0 forces fp32)."""
+    chosen = precision.effective("auto", "cpu")
+    return f"drmm: precision=auto resolves to {chosen} on this CPU ({precision.describe('auto', 'cpu')})"
 
 
 def require_data(relative: str) -> Path:
