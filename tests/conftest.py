@@ -23,13 +23,15 @@ from drmm_lightning.data import resolve_data_root
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-# A few small batches of real MNIST: enough to exercise every code path in seconds.
+# A few small batches of real MNIST: enough to exercise every code path in seconds. Evaluation
+# is most of such a run's cost (each image is rendered from every class for render-argmin), so
+# validation and test see one batch of 50 images each.
 TINY = [
     "data.num_unlabeled=300",
     "data.val_size=100",
     "data.labeled_batch_size=20",
     "data.unlabeled_batch_size=20",
-    "data.eval_batch_size=200",
+    "data.eval_batch_size=50",
     "data.download=false",
     "trainer.limit_train_batches=3",
     "trainer.limit_val_batches=1",

@@ -116,7 +116,7 @@ def test_train_then_eval_gives_the_same_test_accuracy(
     torch.save(saved, tmp_path / "old.ckpt")
     _, old = load_run(tmp_path / "old.ckpt")
     for dm in (datamodule, old):
-        assert (dm.num_unlabeled, dm.val_size, dm.eval_batch_size) == (300, 100, 200)
+        assert (dm.num_unlabeled, dm.val_size, dm.eval_batch_size) == (300, 100, 50)
 
 
 def test_resume_carries_indices_epochs_and_wandb_run(
