@@ -29,7 +29,7 @@ install: $(STAMP) ## create .venv and install the package with its dev extras
 train: $(STAMP) ## train the default experiment (drmm5_nrm, normalized render, semi-sup MNIST, N_L=100); ARGS="..."
 	$(BIN)/drmm-train $(ARGS)
 
-test: $(STAMP) ## run the whole test suite
+test: $(STAMP) ## run the whole test suite (DRMM_NATIVE_BF16=0 make test: precision=auto as fp32, as on a CPU without bf16)
 	$(BIN)/python -m pytest tests $(ARGS)
 
 test-fast: $(STAMP) ## the test suite without the slow end-to-end runs

@@ -12,12 +12,21 @@ import lightning as L
 
 class SignalAt(L.Callback):
     def __init__(
-        self, step: int = -1, signal_name: str = "SIGKILL", times: int = 1, env: str = ""
+        self,
+        step: int = -1,
+        signal_name: str = "SIGKILL",
+        times: int = 1,
+        env: str = "",
+        when: object = None,
+        equals: object = None,
     ) -> None:
         """`env`: read the step from that environment variable instead (unset: never), so one
-        command line kills in one call and runs through in the next."""
+        command line kills in one call and runs through in the next. `when`, `equals`: signal
+        only if they are equal, so one job of a sweep is hit (`when=${seed}`, `equals=2`)."""
         if env:
             step = int(os.environ.get(env, -1))
+        if str(when) != str(equals):
+            step = -1
         self.step, self.signum, self.times = step, getattr(signal, signal_name), times
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:

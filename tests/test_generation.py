@@ -33,7 +33,7 @@ from drmm_lightning.models.sampling import (
 )
 from drmm_lightning.training import DRMMLitModule
 
-from .conftest import make_config, require_data, tiny_config
+from .conftest import TrainedRun, make_config, tiny_config
 
 CLASSES = 10
 
@@ -330,15 +330,13 @@ def test_render_refuses_bad_sampling_options_before_any_work(tmp_path: Path) -> 
 # ----- drmm-render end to end (real MNIST, a tiny model and a tiny judge) -------------------------
 @pytest.mark.slow
 @pytest.mark.real_data
-def test_render_writes_generation_json(tmp_path: Path) -> None:
-    require_data("MNIST/raw/train-images-idx3-ubyte")
-    train(tiny_config(tmp_path / "model", "model=drmm2", "test=false"))
+def test_render_writes_generation_json(tmp_path: Path, tiny_drmm2_run: TrainedRun) -> None:
     train(
         tiny_config(tmp_path / "judge", "experiment=judge", "test=false", "data.num_labeled=1000")
     )
     cfg = make_config(
         tmp_path / "render",
-        f"ckpt_path={tmp_path / 'model' / 'checkpoints' / 'last.ckpt'}",
+        f"ckpt_path={tiny_drmm2_run.checkpoint}",
         f"judge={tmp_path / 'judge' / 'checkpoints' / 'last.ckpt'}",
         "what=[samples,classes]",
         "per_class=3",

@@ -10,12 +10,11 @@ from omegaconf import open_dict
 from PIL import Image
 
 from drmm_lightning.cli.render import render
-from drmm_lightning.cli.train import train
 from drmm_lightning.data import DRMMDataModule
 from drmm_lightning.models import DRMM, build_model, class_appearance
 from drmm_lightning.training import EGObjective
 
-from .conftest import make_config, require_data, tiny_config
+from .conftest import TrainedRun, make_config, require_data
 
 
 def trained_priors_model(name: str = "drmm5") -> DRMM:
@@ -117,12 +116,10 @@ def test_class_appearance_is_classified_and_beats_the_mean_image(mnist_model) ->
         assert scores[0, c] >= scores[1, c]
 
 
-@pytest.fixture(scope="module")
-def short_run(tmp_path_factory) -> Path:
-    require_data("MNIST/raw/train-images-idx3-ubyte")
-    run = tmp_path_factory.mktemp("render") / "run"
-    train(tiny_config(run, "model=drmm2", "test=false"))
-    return run / "checkpoints" / "last.ckpt"
+@pytest.fixture
+def short_run(tiny_drmm2_run: TrainedRun) -> Path:
+    """The checkpoint of drmm2 trained for 3 steps (shared with other modules: conftest.py)."""
+    return tiny_drmm2_run.checkpoint
 
 
 def render_config(tmp: Path, *overrides: str):

@@ -17,6 +17,13 @@ from .conftest import make_config
 from .test_data import quiet_trainer, synthetic
 
 
+@pytest.fixture(autouse=True)
+def detect(monkeypatch) -> None:
+    """These tests check the detection itself: a suite run with DRMM_NATIVE_BF16 set (README,
+    "Tests") must not answer for it."""
+    monkeypatch.delenv(precision.NATIVE_BF16_ENV, raising=False)
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_default_config_resolves_precision_by_what_the_cpu_supports(
     tmp_path, monkeypatch, native: bool
@@ -35,6 +42,25 @@ def test_fp32_and_bf16_are_one_override_away(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     cfg = make_config(tmp_path, "precision=bf16")  # asked for by name: honoured, if emulated
     assert (cfg.trainer.precision, cfg.model.channels_last) == ("bf16-mixed", True)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_native_bf16_env_variable_overrides_the_detection(
+    tmp_path, monkeypatch, native: bool
+) -> None:
+    """DRMM_NATIVE_BF16=0 makes precision=auto fp32 on a bf16 CPU (how the suite is timed as on
+    an fp32-only machine), =1 the reverse; precisions named explicitly are unaffected."""
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: not native)
+    monkeypatch.setenv(precision.NATIVE_BF16_ENV, "1" if native else "0")
+    cfg = make_config(tmp_path)
+    assert cfg.trainer.precision == ("bf16-mixed" if native else "32-true")
+    assert cfg.model.channels_last is native
+    assert precision.NATIVE_BF16_ENV in precision.describe("auto", "cpu")
+    assert precision.trainer_precision("bf16", "cpu") == "bf16-mixed"
+    assert precision.trainer_precision("fp32", "cpu") == "32-true"
+    monkeypatch.setenv(precision.NATIVE_BF16_ENV, "no")
+    with pytest.raises(ValueError, match="DRMM_NATIVE_BF16='no'; valid: 0"):
+        precision.trainer_precision("auto", "cpu")
 
 
 def test_gpu_precision_follows_cuda_bf16_support(monkeypatch) -> None:

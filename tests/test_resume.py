@@ -26,14 +26,16 @@ from drmm_lightning.training.module import DivergenceError, DRMMLitModule
 from .conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
-# 30 steps of 20 + 20 images per epoch, two epochs, last.ckpt every 5 steps; one thread so that
-# two runs of the same command give the same weights.
+# 30 steps of 20 + 20 images per epoch, two epochs, last.ckpt every 5 steps, evaluation in
+# batches of 50 (one test batch); one thread so that two runs of the same command give the same
+# weights.
 SMALL = [
     "model=drmm2",
     "data.num_unlabeled=600",
     "data.val_size=0",
     "data.labeled_batch_size=20",
     "data.unlabeled_batch_size=20",
+    "data.eval_batch_size=50",
     "data.download=false",
     "trainer.max_epochs=2",
     "trainer.limit_test_batches=1",

@@ -7,11 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-import wandb
 
-from drmm_lightning.cli.train import train
-
-from .conftest import tiny_config
+from .conftest import TrainedRun
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_data]
 
@@ -60,11 +57,10 @@ def read_offline_run(run_dir: Path) -> dict:
     return out
 
 
-def test_offline_wandb_run_holds_config_summaries_images_and_split(tmp_path: Path, mnist) -> None:
-    run = tmp_path / "run"
-    train(tiny_config(run, "model=drmm2", "logger=wandb", "logger.wandb.offline=true"))
-    wandb.teardown()  # the W&B service writes the run file after finish() returns: flush it
-    found = read_offline_run(run)
+def test_offline_wandb_run_holds_config_summaries_images_and_split(
+    tiny_wandb_run: TrainedRun,
+) -> None:
+    found = read_offline_run(tiny_wandb_run.path)
     assert found["config"]["model"]["arch"] == "drmm2" and "data" in found["config"]
     assert found["group"] == "default" and found["job_type"] == "train/semi_sup"
     assert "preset:default" in found["tags"]

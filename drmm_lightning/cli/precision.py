@@ -6,15 +6,22 @@ natively (CUDA devices that support it; CPUs with AVX-512 BF16 or AMX), else fp3
 channels-last ran 1.7x faster than fp32 on this project's CPU and was not worse over three seeds
 (docs/benchmarks.md). On a CPU without native bf16 the arithmetic is emulated and slower than
 fp32, hence the fallback. `trainer.precision` and `model.channels_last` can still be set apart.
+
+The environment variable DRMM_NATIVE_BF16=0 (or 1) overrides the detection: auto then resolves
+as on a device without (with) native bf16, in every process that inherits it. It is how the
+test suite is timed as on an fp32-only machine (README, "Tests"); `precision=bf16|fp32` named
+explicitly are unaffected.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
 
 PRECISIONS = ("auto", "bf16", "fp32")
+NATIVE_BF16_ENV = "DRMM_NATIVE_BF16"
 TRAINER_PRECISION = {"bf16": "bf16-mixed", "fp32": "32-true"}
 
 
@@ -25,7 +32,13 @@ def cpu_has_native_bf16() -> bool:
 
 
 def bf16_supported(accelerator: str) -> bool:
-    """Whether `accelerator` (the trainer's: cpu, gpu, cuda, auto) runs bf16 natively."""
+    """Whether `accelerator` (the trainer's: cpu, gpu, cuda, auto) runs bf16 natively;
+    $DRMM_NATIVE_BF16 (0 or 1), where set, answers instead."""
+    forced = os.environ.get(NATIVE_BF16_ENV, "").strip()
+    if forced:
+        if forced not in ("0", "1"):
+            raise ValueError(f"{NATIVE_BF16_ENV}={forced!r}; valid: 0 (no native bf16), 1.")
+        return forced == "1"
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     if on_gpu:
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -55,6 +68,9 @@ def describe(precision: str, accelerator: str) -> str:
     """Why `precision` chose what it did, for the log."""
     if precision != "auto":
         return f"precision={precision}"
+    if os.environ.get(NATIVE_BF16_ENV, "").strip():
+        chose = effective(precision, accelerator)
+        return f"precision=auto: {chose}, as {NATIVE_BF16_ENV}={os.environ[NATIVE_BF16_ENV]} says"
     if effective(precision, accelerator) == "bf16":
         return "precision=auto: this device computes bf16 natively; precision=fp32 to turn it off"
     return "precision=auto: this device has no native bf16 (it would be emulated, slower)"
