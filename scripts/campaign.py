@@ -118,7 +118,11 @@ def main(argv: list[str]) -> int:
             groups, references = long.long_curves(args.out, sub)
             if groups:
                 path = folder / f"long_{sub}.png"
-                print(plot_curves(groups, path, f"part {sub}: {title}", references=references))
+                print(
+                    plot_curves(
+                        groups, path, f"part {sub}: {title.split(': ')[0]}", references=references
+                    )
+                )
         return 0
     if args.action == "curves":
         part = args.part[0]
