@@ -126,7 +126,7 @@ def test_the_datamodule_serves_images_and_labels_and_keeps_the_values() -> None:
         labeled_batch_size=10,
         unlabeled_batch_size=10,
         eval_batch_size=25,
-        nuisances=config.as_dict(),
+        nuisances=config,
         data=(synthetic(60, 0), synthetic(30, 1)),
     )
     dm.setup()

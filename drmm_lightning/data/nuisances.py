@@ -4,10 +4,10 @@ of each one every layer of a trained model still carries (paper Fig. 2, left).
 How the values are drawn: for split k (train 0, test 1) a torch.Generator seeded with
 2 * seed + k draws, in the order of NEUTRAL, one value per image for every variable,
 uniform on its range: dx, dy (pixels on the canvas, +x right, +y down), angle (degrees,
-clockwise on screen, torchvision affine's convention), scale (size factor), thickness (-1: strokes eroded by a 3x3 min
-filter, 0: as drawn, 1: dilated by a 3x3 max filter, linear in between) and contrast (peak
-intensity factor). Every variable is drawn whether its nuisance is active or not, so switching
-one off leaves the others' values unchanged; an inactive one is set to its neutral value.
+clockwise on screen, torchvision affine's convention), scale (size factor), thickness (-1:
+strokes eroded by a 3x3 min filter, 0: as drawn, 1: dilated by a 3x3 max filter, linear in
+between) and contrast (peak intensity factor). Every variable is drawn whether its nuisance is
+active or not, so switching one off leaves the others' values unchanged; an inactive one is set to its neutral value.
 
 How they are applied, per image: thickness on the 28x28 digit, the digit centred on the canvas,
 then one affine transform as torchvision's (rotation and scale about the canvas centre, then the
@@ -84,7 +84,10 @@ class NuisanceConfig:
         extra = sorted(set(value) - known)
         if extra:
             raise ValueError(f"Unknown setting(s) nuisances.{extra}; valid: {sorted(known)}.")
-        return cls(**{k: tuple(v) if not isinstance(v, int | str) else v for k, v in value.items()})
+        kwargs: dict[str, Any] = {
+            k: tuple(v) if not isinstance(v, int | str) else v for k, v in value.items()
+        }
+        return cls(**kwargs)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values (lists for tuples), as checkpoints and probe.json store them."""
