@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from .datasets import check_name, load_dataset
 from .images import ImageData, LabeledImages, StreamBatches, UnlabeledImages
 from .loaders import DeviceLoader
+from .nuisances import NuisanceConfig, canvas_stats, with_nuisances
 from .root import resolve_data_root
 from .samplers import ShardedSampler, StreamSampler
 from .splits import (
@@ -63,6 +64,9 @@ class DRMMDataModule(L.LightningDataModule):
     - index_dir: the run directory; the split is saved there and read back on resume.
     - data: pre-built (train, test) images to serve instead of loading `name` (whose
       preprocessing defaults still apply), e.g. for tests.
+    - nuisances: for mnist_nuisance, the canvas, seed, active nuisances and their ranges
+      (nuisances.py: NuisanceConfig); each split's values ride along as ImageData.nuisances,
+      while the loaders serve (image, label) as for any data set.
     - on_device: keep the images on the trainer's device and fetch every batch there
       (loaders.DeviceLoader: the same batches as the DataLoader, without per-step copies or
       workers); "auto": on an accelerator other than the CPU, when num_workers is 0.
@@ -95,12 +99,15 @@ class DRMMDataModule(L.LightningDataModule):
         download: bool = True,
         data: tuple[ImageData, ImageData] | None = None,
         on_device: bool | str = "auto",
+        nuisances: NuisanceConfig | None = None,
     ) -> None:
         super().__init__()
         # in checkpoints (datamodule_hyper_parameters): drmm-eval and drmm-render rebuild the
         # data from them (cli/checkpoints.py: load_run). Paths as text, so that a checkpoint
         # loads with torch.load(weights_only=True).
-        self.save_hyperparameters(ignore=["data", "root", "path", "index_dir"], logger=False)
+        self.save_hyperparameters(
+            ignore=["data", "root", "path", "index_dir", "nuisances"], logger=False
+        )
         for key, value in (("root", root), ("path", path), ("index_dir", index_dir)):
             self.hparams[key] = None if value is None else str(value)
         if on_device not in (True, False, "auto"):
@@ -120,6 +127,13 @@ class DRMMDataModule(L.LightningDataModule):
             num_unlabeled=num_unlabeled,
         )
         _check_at_least(0, val_size=val_size, num_workers=num_workers, max_shift=max_shift)
+        if (name == "mnist_nuisance") != (nuisances is not None):
+            raise ValueError(
+                f"data set '{name}' got nuisances={nuisances!r}: nuisance settings are needed by "
+                "mnist_nuisance (data=mnist_nuisance sets them) and used by no other data set."
+            )
+        self.nuisances = None if nuisances is None else NuisanceConfig.of(nuisances)
+        self.hparams["nuisances"] = None if self.nuisances is None else self.nuisances.as_dict()
         if (mean is None) != (std is None):
             raise ValueError("mean and std go together: give both (per channel) or neither.")
         num_classes = len(data[0].class_names) if data is not None else spec.num_classes
@@ -136,6 +150,8 @@ class DRMMDataModule(L.LightningDataModule):
         augment = spec.augment if augment is None else augment
         if mean is None and spec.mean is None and standardize and spec.stats is not None:
             mean, std = spec.stats
+            if self.nuisances is not None:  # the digits on a larger, black canvas
+                mean, std = canvas_stats(spec.stats, 28, self.nuisances.canvas)
         self.transform = BatchTransform(
             mean=tuple(mean) if mean is not None else spec.mean,
             std=tuple(std) if std is not None else spec.std,
@@ -213,6 +229,12 @@ class DRMMDataModule(L.LightningDataModule):
     def _datasets(self) -> tuple[ImageData, ImageData]:
         if self._data is None:
             self._data = load_dataset(self.name, self.location, self.download)
+        if self.nuisances is not None and self._data[0].nuisances is None:
+            train, test = self._data
+            self._data = (
+                with_nuisances(train, self.nuisances, "train"),
+                with_nuisances(test, self.nuisances, "test"),
+            )
         return self._data
 
     def _split_config(self) -> SplitConfig:

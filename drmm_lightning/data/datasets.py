@@ -59,6 +59,8 @@ def _mnist_like(torchvision_class: Any, mean: float, std: float) -> DatasetSpec:
 DATASETS: dict[str, DatasetSpec] = {
     "mnist": _mnist_like(tv.MNIST, 0.1307, 0.3081),
     "fashion_mnist": _mnist_like(tv.FashionMNIST, 0.2860, 0.3530),
+    # MNIST's files with known nuisances applied (nuisances.py; the DataModule applies them)
+    "mnist_nuisance": _mnist_like(tv.MNIST, 0.1307, 0.3081),
     "cifar10": DatasetSpec(
         torchvision_class=tv.CIFAR10,
         folder=tv.CIFAR10.base_folder,

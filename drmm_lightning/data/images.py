@@ -11,11 +11,13 @@ from torch.utils.data import Dataset
 
 @dataclass(frozen=True, eq=False)
 class ImageData:
-    """One split of a data set: images (N, C, H, W) uint8, labels (N,) int64, class names."""
+    """One split of a data set: images (N, C, H, W) uint8, labels (N,) int64, class names, and
+    for data with known nuisances (nuisances.py) each image's values, {name: (N,) float32}."""
 
     images: Tensor
     labels: Tensor
     class_names: tuple[str, ...]
+    nuisances: dict[str, Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4 or len(self.images) == 0:
@@ -36,6 +38,9 @@ class ImageData:
                 f"ImageData.labels must lie in [0, {len(self.class_names)}), one class name per "
                 f"label value; got labels from {low} to {high}."
             )
+        wrong = [k for k, v in (self.nuisances or {}).items() if v.shape != self.labels.shape]
+        if wrong:
+            raise ValueError(f"ImageData.nuisances {wrong} must hold one value per image.")
 
     def __len__(self) -> int:
         return len(self.images)
