@@ -7,7 +7,8 @@ uniform on its range: dx, dy (pixels on the canvas, +x right, +y down), angle (d
 clockwise on screen, torchvision affine's convention), scale (size factor), thickness (-1:
 strokes eroded by a 3x3 min filter, 0: as drawn, 1: dilated by a 3x3 max filter, linear in
 between) and contrast (peak intensity factor). Every variable is drawn whether its nuisance is
-active or not, so switching one off leaves the others' values unchanged; an inactive one is set to its neutral value.
+active or not, so switching one off leaves the others' values unchanged; an inactive one is
+set to its neutral value.
 
 How they are applied, per image: thickness on the 28x28 digit, the digit centred on the canvas,
 then one affine transform as torchvision's (rotation and scale about the canvas centre, then the
