@@ -149,23 +149,23 @@ def tiny_batches(n: int = 2) -> DataLoader:
     return DataLoader(batches, batch_size=None)  # type: ignore[arg-type]
 
 
+def quiet_trainer(**kwargs: Any) -> Any:
+    """A one-device CPU Trainer that logs, checkpoints and prints nothing (for a few steps)."""
+    import lightning as L
+
+    flags: dict[str, Any] = dict(logger=False, enable_checkpointing=False, accelerator="cpu")
+    flags |= dict(enable_progress_bar=False, enable_model_summary=False, devices=1)
+    return L.Trainer(**(flags | kwargs))
+
+
 def old_checkpoint(path: Path) -> None:
     """A Lightning checkpoint of a tiny model trained one step with OLD_OBJECTIVE (the fixture
     tests/fixtures/old_layout.ckpt was written by the code before issue 30)."""
-    import lightning as L
 
     torch.manual_seed(0)
     module = DRMMLitModule(**TINY_MODEL, objective=OLD_OBJECTIVE, diagnostics_every=0)
     module.run_config = {"model": dict(TINY_MODEL), "objective": OLD_OBJECTIVE, "seed": 0}
-    trainer = L.Trainer(
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        devices=1,
-    )
+    trainer = quiet_trainer(max_steps=1)
     trainer.fit(module, train_dataloaders=tiny_batches(1))
     trainer.save_checkpoint(path)
 

@@ -16,7 +16,6 @@ import math
 from pathlib import Path
 from typing import Any, cast
 
-import lightning as L
 import pytest
 import torch
 from torch import Tensor
@@ -185,15 +184,7 @@ def test_a_checkpoint_of_the_old_layout_loads_and_resumes(tmp_path: Path) -> Non
         teacher.state_dict()[key.removeprefix("objective.terms.mean_teacher.teacher.")],
         saved["state_dict"][key],
     )
-    trainer = L.Trainer(
-        max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        default_root_dir=tmp_path,
-    )
+    trainer = golden.quiet_trainer(max_steps=2, default_root_dir=tmp_path)
     fresh = DRMMLitModule(**golden.TINY_MODEL, objective=golden.OLD_OBJECTIVE)
     trainer.fit(fresh, train_dataloaders=golden.tiny_batches(2), ckpt_path=OLD_CHECKPOINT)
     assert trainer.global_step == 2
