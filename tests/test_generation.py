@@ -332,8 +332,14 @@ def test_render_refuses_bad_sampling_options_before_any_work(tmp_path: Path) -> 
 @pytest.mark.real_data
 def test_render_writes_generation_json(tmp_path: Path, tiny_drmm2_run: TrainedRun) -> None:
     train(
-        tiny_config(tmp_path / "judge", "experiment=judge", "test=false", "data.num_labeled=1000")
-    )
+        tiny_config(
+            tmp_path / "judge",
+            "experiment=judge",
+            "tags=[judge,test]",
+            "test=false",
+            "data.num_labeled=1000",
+        )
+    )  # the tag experiment=judge writes (tiny_config's tags=[test] would drop it)
     cfg = make_config(
         tmp_path / "render",
         f"ckpt_path={tiny_drmm2_run.checkpoint}",

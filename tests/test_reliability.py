@@ -222,6 +222,7 @@ def test_the_readmes_examples_of_a_wrong_type_are_refused_as_wrong_types(tmp_pat
 def test_an_explicit_bf16_without_native_bf16_is_warned_of_once(
     tmp_path: Path, monkeypatch
 ) -> None:
+    monkeypatch.delenv(precision.NATIVE_BF16_ENV, raising=False)  # the detection, not the override
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     monkeypatch.setattr(precision, "_warned", set())
     cfg = make_config(tmp_path / "a", "precision=bf16")
