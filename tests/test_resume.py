@@ -17,7 +17,8 @@ from torchvision.io import write_png
 
 import drmm_lightning.training.checkpointing as checkpointing
 from drmm_lightning.cli.checkpoints import find_checkpoint, read_checkpoint
-from drmm_lightning.cli.render import check_arguments, fresh_dir
+from drmm_lightning.cli.render import check_arguments
+from drmm_lightning.cli.rundir import fresh_dir
 from drmm_lightning.cli.train import train
 from drmm_lightning.data.datasets import load_dataset
 from drmm_lightning.data.image_folder import load_image_folder

@@ -193,3 +193,14 @@ def load_run(
         data_overrides = as_dict(data_overrides)
     datamodule = DRMMDataModule(**{**data, **(data_overrides or {}), "index_dir": index_dir})
     return module.eval(), datamodule
+
+
+def describe_run(saved: dict[str, Any]) -> str:
+    """What a checkpoint holds, in a few words: architecture, regime, labels, steps, tags."""
+    run = saved.get("run_config") or {}
+    arch = saved.get("hyper_parameters", {}).get("arch", "model of unknown architecture")
+    regime = (run.get("regime") or {}).get("name", "?")
+    labels = (run.get("data") or {}).get("num_labeled", "?")
+    tags = ", ".join(map(str, run.get("tags") or [])) or "none"
+    steps = saved.get("global_step", "?")
+    return f"a {arch} trained {steps} steps in regime {regime} on {labels} labels (tags: {tags})"

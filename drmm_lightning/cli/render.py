@@ -44,8 +44,9 @@ from ..models.sampling import (
     prior_mean_layers,
 )
 from ..viz import grids
-from .checkpoints import find_checkpoint, load_run, read_checkpoint
+from .checkpoints import describe_run, find_checkpoint, load_run, read_checkpoint
 from .config import CONF_DIR, as_dict, check_overrides
+from .rundir import fresh_dir
 
 KINDS = ("reconstructions", "templates", "samples", "filters", "layers", "classes")
 
@@ -243,17 +244,6 @@ JUDGE_TAG = "judge"  # in the run config's tags of what experiment=judge writes
 JUDGE_MAX_TEST_ERROR = 2.0  # percent; the judge preset reaches 0.69% on MNIST
 
 
-def describe_run(saved: dict[str, Any]) -> str:
-    """What a checkpoint holds, in a few words: architecture, regime, labels, steps, tags."""
-    run = saved.get("run_config") or {}
-    arch = saved.get("hyper_parameters", {}).get("arch", "model of unknown architecture")
-    regime = (run.get("regime") or {}).get("name", "?")
-    labels = (run.get("data") or {}).get("num_labeled", "?")
-    tags = ", ".join(map(str, run.get("tags") or [])) or "none"
-    steps = saved.get("global_step", "?")
-    return f"a {arch} trained {steps} steps in regime {regime} on {labels} labels (tags: {tags})"
-
-
 def check_judge(path: Path) -> None:
     """Refuse a judge= checkpoint that is not a judge, before any work: one that experiment=judge
     did not write (its run config is tagged judge), or whose recorded test error (results.json
@@ -285,16 +275,6 @@ def load_judge(path: str) -> generation.Judge:
     module, datamodule = load_run(Path(path), option="judge")
     transform = datamodule.transform
     return generation.Judge(module.net, transform.normalize)
-
-
-def fresh_dir(base: Path) -> Path:
-    """`base`, or base-2, base-3, ... : the first that does not exist yet (renders never
-    overwrite an earlier call's pictures)."""
-    candidate, n = base, 1
-    while candidate.exists():
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
 
 
 def render(cfg: DictConfig) -> list[Path]:

@@ -66,3 +66,13 @@ def check_writable(args: list[str]) -> None:
                 f"{key}={value}: {path.resolve()} cannot be written (a read-only mount, or no "
                 "permission); give a directory this process can write."
             )
+
+
+def fresh_dir(base: Path) -> Path:
+    """`base`, or base-2, base-3, ... : the first that does not exist yet (renders never
+    overwrite an earlier call's pictures)."""
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate

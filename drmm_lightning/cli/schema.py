@@ -104,6 +104,28 @@ class EvalConfig:
     paths: Paths = field(default_factory=Paths)
 
 
+@dataclass
+class ProbeConfig:
+    """drmm-probe's top level (conf/probe.yaml)."""
+
+    task_name: str = MISSING
+    tags: list[str] = field(default_factory=list)
+    ckpt_path: str = MISSING
+    train_size: int = 5000
+    test_size: int = 2000
+    sources: list[str] = field(default_factory=list)
+    components: int = 256
+    class_C: list[float] = field(default_factory=list)
+    ridge_alphas: list[float] = field(default_factory=list)
+    batch_size: int = 500
+    seed: int = 0
+    out_dir: str | None = None
+    data: dict[str, Any] | None = None
+    print_config: bool = False
+    logger: dict[str, Any] | None = None
+    paths: Paths = field(default_factory=Paths)
+
+
 def config_type(hint: Any) -> Any:
     """The type a config value for a parameter annotated `hint` is checked against: what of it a
     config can hold (numbers, strings, booleans, lists, dicts, dataclasses); Any where that is

@@ -3,6 +3,7 @@ sharded, preprocessed on device."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -227,7 +228,9 @@ class DRMMDataModule(L.LightningDataModule):
         return self._split
 
     def _datasets(self) -> tuple[ImageData, ImageData]:
-        if self._data is None:
+        if self._data is None and self.nuisances is not None:
+            self._data = nuisance_datasets(self.name, self.location, self.download, self.nuisances)
+        elif self._data is None:
             self._data = load_dataset(self.name, self.location, self.download)
         if self.nuisances is not None and self._data[0].nuisances is None:
             train, test = self._data
@@ -423,6 +426,17 @@ class DRMMDataModule(L.LightningDataModule):
             "generator": torch.Generator().manual_seed(self.seed),
         }
         return DataLoader(dataset, **options)
+
+
+@functools.lru_cache(maxsize=2)
+def nuisance_datasets(
+    name: str, location: Path, download: bool, config: NuisanceConfig
+) -> tuple[ImageData, ImageData]:
+    """The splits of `name` with `config`'s nuisances applied, made once per process and
+    setting: applying them to MNIST's 70,000 digits takes seconds, and drmm-probe (like the
+    tests) loads a run's data more than once."""
+    train, test = load_dataset(name, location, download)
+    return with_nuisances(train, config, "train"), with_nuisances(test, config, "test")
 
 
 def _check_at_least(minimum: int, **values: int | None) -> None:

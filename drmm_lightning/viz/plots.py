@@ -1,4 +1,5 @@
-"""Learning curves (paper Fig. 2): test error against epochs, from the runs' curve.jsonl files."""
+"""Paper Fig. 2: learning curves (test error against epochs, from the runs' curve.jsonl files)
+and nuisance probes (decodability against layer, from drmm-probe's probe.json)."""
 
 from __future__ import annotations
 
@@ -92,6 +93,50 @@ def plot_logged(
         ax.grid(True, alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def probe_panels(record: dict) -> dict[str, list[tuple[int, str]]]:
+    """The probe's feature sets by panel, each as (layer number, name): activations (the image
+    as layer 0), ReLU switches a, max-pool switches t; panels with no feature set are left out."""
+    panels: dict[str, list[tuple[int, str]]] = {
+        "activations": [],
+        "switches a": [],
+        "switches t": [],
+    }
+    for name in record["features"]:
+        if name == "image":
+            panels["activations"].append((0, name))
+        elif name.startswith("layer"):
+            panels["activations"].append((int(name.removeprefix("layer")), name))
+        else:
+            panels[f"switches {name[0]}"].append((int(name[1:]), name))
+    return {k: v for k, v in panels.items() if v}
+
+
+def plot_probe(record: dict, path: str | Path, title: str | None = None) -> Path:
+    """Fig. 2 left: how linearly decodable each variable is from each layer (class: held-out
+    accuracy; nuisances: held-out R^2), one line per variable, one panel per feature kind."""
+    panels = probe_panels(record)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    for ax, (panel, names) in zip(axes[0], panels.items()):
+        for i, variable in enumerate(record["variables"]):
+            ax.plot(
+                [layer for layer, _ in names],
+                [max(record["features"][name][variable], -0.1) for _, name in names],
+                marker="o",
+                color=f"C{i}",
+                linestyle="-" if variable == "class" else "--",
+                label=f"{variable} ({'accuracy' if variable == 'class' else 'R^2'})",
+            )
+        chance = record.get("chance", {}).get("class")
+        if chance is not None:
+            ax.axhline(chance, color="grey", linestyle=":", linewidth=1)
+        ax.set(xlabel="layer", ylabel="held-out decodability", title=panel, ylim=(-0.1, 1.02))
+        ax.set_xticks([layer for layer, _ in names])
+        ax.grid(True, alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title if title is not None else record.get("model", ""), fontsize=8)
     return _save(fig, path)
 
 
