@@ -9,6 +9,8 @@
     python scripts/campaign.py curves --part 1 --num-labeled 100 --save docs/img/campaign_curves.png
     python scripts/campaign.py run --part L        # issue 28: the long budgets, resumed
     python scripts/campaign.py keep --part L       # git-add what a later session resumes from
+    python scripts/campaign.py run --part N        # issue 29: nuisance data, each run probed
+    python scripts/campaign.py report --part N     # its probes, paired by seed
 
 Every run is one drmm-train call with a fixed directory,
 outputs/campaign/part<k>/<row>/n<N_L>/s<seed>; a run whose results.json exists is skipped, and
@@ -27,7 +29,7 @@ import time
 from pathlib import Path
 
 from drmm_lightning.cli.checkpoints import find_checkpoint, progress, read_checkpoint
-from drmm_lightning.paper import campaign, long
+from drmm_lightning.paper import campaign, long, nuisance
 from drmm_lightning.paper.campaign import PARTS, Run
 from drmm_lightning.viz.plots import plot_curves
 
@@ -48,8 +50,25 @@ def command(run: Run, out: Path, resume: Path | None = None) -> list[str]:
     ]
 
 
-def done(run: Run, out: Path) -> bool:
+def trained(run: Run, out: Path) -> bool:
     return any(run.directory(out).rglob("results.json"))
+
+
+def probe_file(run: Run, out: Path) -> Path:
+    """Where drmm-probe writes a probed run's probe.json (part N)."""
+    return run.directory(out) / "0" / "probe" / "probe.json"
+
+
+def done(run: Run, out: Path) -> bool:
+    """Trained, and probed if the run is to be (a trained run is probed, not retrained)."""
+    return trained(run, out) and (not run.probe or probe_file(run, out).is_file())
+
+
+def probe_command(run: Run, out: Path) -> list[str]:
+    """The drmm-probe call of a finished run (its final weights, default probe settings)."""
+    ckpt = run.directory(out) / "0" / "checkpoints" / "last.ckpt"
+    out_dir = probe_file(run, out).parent
+    return [sys.executable, "-m", "drmm_lightning.probe", f"ckpt_path={ckpt}", f"out_dir={out_dir}"]
 
 
 def checkpoint(run: Run, out: Path) -> Path | None:
@@ -67,6 +86,7 @@ def keep(runs: list[Run], out: Path) -> list[Path]:
     for run in runs:
         directory = run.directory(out)
         files += [*directory.rglob("results.json"), *directory.rglob("curve.jsonl")]
+        files += [*directory.rglob("probe.json"), *directory.rglob("probe.png")]
         if not done(run, out) and (ckpt := checkpoint(run, out)):
             files.append(ckpt)
     return sorted(files)
@@ -137,6 +157,8 @@ def main(argv: list[str]) -> int:
             markdown = "\n\n".join(
                 long.long_markdown(args.out)
                 if part == "L"
+                else nuisance.nuisance_markdown(args.out)
+                if part == "N"
                 else campaign.report_markdown(args.out, [part], partial=args.partial)
                 for part in args.part
             )
@@ -150,6 +172,12 @@ def main(argv: list[str]) -> int:
     print(f"{len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to run", flush=True)
     failed = []
     for i, run in enumerate(todo, 1):
+        if trained(run, args.out):  # only its probe is missing
+            call = probe_command(run, args.out)
+            print(f"[{i}/{len(todo)}] probing: {' '.join(call[3:])}", flush=True)
+            if subprocess.run(call).returncode != 0:
+                failed.append(str(run.directory(args.out)))
+            continue
         resume = checkpoint(run, args.out)
         if resume:
             steps, epochs = progress(read_checkpoint(resume))
@@ -161,7 +189,12 @@ def main(argv: list[str]) -> int:
         call = command(run, args.out, resume)
         print(f"[{i}/{len(todo)}] {' '.join(call[3:])}", flush=True)
         start = time.time()
-        if subprocess.run(call).returncode != 0:
+        ok = subprocess.run(call).returncode == 0
+        if ok and run.probe:
+            probe = probe_command(run, args.out)
+            print(f"[{i}/{len(todo)}] probing: {' '.join(probe[3:])}", flush=True)
+            ok = subprocess.run(probe).returncode == 0
+        if not ok:
             failed.append(str(run.directory(args.out)))
         print(f"[{i}/{len(todo)}] {(time.time() - start) / 60:.1f} min", flush=True)
     for directory in failed:

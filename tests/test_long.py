@@ -266,3 +266,63 @@ def test_last_ckpt_holds_the_final_step_with_a_validation_split(tmp_path, mnist)
     )
     train(cfg)
     assert read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 12
+
+
+def test_a_trained_run_of_part_n_is_probed_not_retrained(tmp_path, tiny_part, monkeypatch) -> None:
+    """Part N (issue 29): a run is done once probed; a trained but unprobed run keeps its
+    checkpoint for a later session and `campaign.py run` only probes it, from its last.ckpt."""
+    run = PARTS["N"][0]
+    folder = run.directory(tmp_path) / "0"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (folder / "results.json").write_text("{}")
+    assert run.probe and tiny_part.trained(run, tmp_path) and not tiny_part.done(run, tmp_path)
+    assert folder / "checkpoints" / "last.ckpt" in tiny_part.keep([run], tmp_path)
+    calls = []
+
+    def fake_run(call, **kwargs):
+        calls.append(call)
+        tiny_part.probe_file(run, tmp_path).parent.mkdir(parents=True)
+        tiny_part.probe_file(run, tmp_path).write_text("{}")
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setitem(PARTS, "N", [run])
+    monkeypatch.setattr(tiny_part.subprocess, "run", fake_run)
+    assert tiny_part.main(["run", "--part", "N", "--out", str(tmp_path)]) == 0
+    assert [c[2] for c in calls] == ["drmm_lightning.probe"]  # no drmm_lightning.train
+    assert f"ckpt_path={folder / 'checkpoints' / 'last.ckpt'}" in calls[0]
+    assert tiny_part.done(run, tmp_path)
+    assert folder / "checkpoints" / "last.ckpt" not in tiny_part.keep([run], tmp_path)
+
+
+def fake_probe(run: Run, out: Path, scores: dict[str, dict[str, float]]) -> None:
+    path = run.directory(out) / "0" / "probe" / "probe.json"
+    path.parent.mkdir(parents=True)
+    variables = list(next(iter(scores.values())))
+    features = {name: {"dim": 4, **s} for name, s in scores.items()}
+    path.write_text(json.dumps({"variables": variables, "features": features}))
+
+
+def test_the_part_n_report_equals_a_hand_computation(tmp_path) -> None:
+    from drmm_lightning.paper import nuisance
+
+    def runs(row, n):
+        return {r.seed: r for r in PARTS["N"] if r.row == row and r.num_labeled == n}
+
+    one = runs("dcn_1", 60000)[1]
+    fake_probe(one, tmp_path, {
+        "image": {"class": 0.2, "dx": 0.5},
+        "layer1": {"class": 0.8, "dx": 0.9},  # 0.8 < 0.9 * 0.95: not yet near the best
+        "layer2": {"class": 0.9, "dx": 0.4},
+        "layer3": {"class": 0.95, "dx": 0.3},
+    })  # fmt: skip
+    for seed, (drmm, control) in {1: (0.60, 0.50), 2: (0.55, 0.54)}.items():
+        for row, dx in (("normalized", drmm), ("entropy_only", control)):
+            fake_probe(runs(row, 100)[seed], tmp_path, {"layer1": {"class": 0.9, "dx": dx}})
+    text = nuisance.nuisance_markdown(tmp_path)
+    assert "the class reaches 90% of its best accuracy at layer2" in text
+    assert "at the top (layer3): dx 0.30 of best 0.90" in text
+    assert "dcn_2: not probed yet" in text
+    # dx: seed 1 +0.10, seed 2 +0.01 (within the margin): mean +0.055, not "more"
+    assert "| layer1 | +0.000 (same) | +0.055 (same) |" in text
+    assert "Not probed yet: dcn seed 1, dcn seed 2" in text

@@ -12,6 +12,8 @@ Part P: issue 21's peers on the same protocol, N_L = 100, seeds 1-3: `dcn`, pseu
         beside part 1's `entropy_only` and `normalized` seeds 1-3.
 Part L: issue 28's long budgets (L1-L4, below), in the issue's order; runs outlive sessions and
         resume from their last checkpoint.
+Part N: issue 29's nuisance probing (N1, N2, below) on data=mnist_nuisance; every run is probed
+        by drmm-probe when it finishes (probe.json beside its results.json).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Run:
     num_labeled: int
     seed: int
     overrides: tuple[str, ...] = field(default=())
+    probe: bool = False  # drmm-probe the finished run (part N); it is done once probe.json exists
 
     def directory(self, out: Path) -> Path:
         return Path(out) / f"part{self.part}" / self.row / f"n{self.num_labeled}" / f"s{self.seed}"
@@ -154,6 +157,41 @@ LONG_RUNS: list[Run] = [  # the issue's order: the cheap ones first, the RFM las
     long_run("L4", "rfm_sup", 60000, 1),
 ]
 PARTS["L"] = LONG_RUNS
+
+# Part N (issue 29): the ablation protocol (3 epochs, drmm5_nrm) on data=mnist_nuisance, its
+# inputs standardised by the canvas's own statistics (the protocol's MNIST constants cleared).
+# N1, the paper's claim: the CNN (dcn) supervised on all 60K labels with 1, 2 and all nuisances
+# (its all-nuisance run is N2's dcn supervised seed 1). N2, what the rendering keeps: normalized,
+# entropy_only and dcn semi-supervised at N_L = 100, normalized and dcn supervised (entropy_only
+# has no unlabeled images to act on there), all nuisances, seeds 1-2, paired by seed.
+ALL_NUISANCES = ("translate", "rotate", "scale", "thickness", "contrast")
+NUISANCE_SETS = {"1": ("translate",), "2": ("translate", "rotate"), "all": ALL_NUISANCES}
+ALL_LABELS = 60000
+
+
+def nuisance_run(
+    row: str, num_labeled: int, seed: int, nuisances: str = "all", name: str | None = None
+) -> Run:
+    """One run of part N: an ablation row on the nuisance data, semi-supervised or (all labels)
+    supervised, probed when it finishes."""
+    active = ",".join(NUISANCE_SETS[nuisances])
+    overrides = (
+        "data=mnist_nuisance",
+        f"data.nuisances.active=[{active}]",
+        "data.mean=null",
+        "data.std=null",
+        f"data.num_labeled={num_labeled}",
+        *(["regime=sup"] if num_labeled == ALL_LABELS else []),
+    )
+    return Run("N", name or row, f"ablation/{row}", num_labeled, seed, overrides, probe=True)
+
+
+N2_ROWS = {ALL_LABELS: ("dcn", DRMM), 100: ("dcn", DRMM, CONTROL)}
+NUISANCE_RUNS: list[Run] = [  # N1 first (its question needs one seed), then N2 by seed
+    *[nuisance_run("dcn", ALL_LABELS, 1, k, f"dcn_{k}") for k in ("1", "2")],
+    *[nuisance_run(r, n, seed) for seed in (1, 2) for n, rows in N2_ROWS.items() for r in rows],
+]
+PARTS["N"] = NUISANCE_RUNS
 
 # What each part's report reads: its own runs, and for P part 1's control and DRMM on seeds 1-3.
 REPORTED: dict[str, list[Run]] = {

@@ -1,0 +1,144 @@
+"""Issue 29's report of part N (nuisance probing): the probes' held-out scores per layer, read off
+each run's probe.json, and what the rendering keeps beside the CNN and entropy minimisation,
+paired by seed (docs/results.md, "Nuisance probing"; the thresholds are fixed there first)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .campaign import ALL_LABELS, CONTROL, DRMM, N2_ROWS, NUISANCE_RUNS, Run
+
+MARGIN = 0.02  # a difference of scores counts when every seed's exceeds it in one direction
+NEAR_BEST = 0.9  # N1: the class is decodable from the first layer reaching 90% of its best
+
+
+def read_probe(run: Run, out: Path) -> dict[str, Any] | None:
+    """The probe.json of a run (None if not probed yet)."""
+    path = run.directory(out) / "0" / "probe" / "probe.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def activations(record: dict[str, Any]) -> list[str]:
+    """The activation feature sets, bottom up (the image first)."""
+    return [n for n in record["features"] if n == "image" or n.startswith("layer")]
+
+
+def first_near_best(record: dict[str, Any], variable: str = "class") -> str:
+    """The lowest layer whose score reaches NEAR_BEST of the best layer's."""
+    names = activations(record)
+    best = max(record["features"][n][variable] for n in names)
+    return next(n for n in names if record["features"][n][variable] >= NEAR_BEST * best)
+
+
+def score_table(record: dict[str, Any], names: list[str] | None = None) -> list[str]:
+    """A markdown table: a row per feature set, a column per variable."""
+    variables = record["variables"]
+    lines = [
+        "| features | dim | " + " | ".join(variables) + " |",
+        "|---" * (len(variables) + 2) + "|",
+    ]
+    for name in names or list(record["features"]):
+        scores = record["features"][name]
+        lines.append(
+            f"| {name} | {scores['dim']} | "
+            + " | ".join(f"{scores[v]:.3f}" for v in variables)
+            + " |"
+        )
+    return lines
+
+
+def difference(
+    treated: dict[int, dict[str, Any]], control: dict[int, dict[str, Any]], name: str, variable: str
+) -> str:
+    """'+0.031 (more)' : the mean over seeds of treated - control, 'more' / 'less' when every
+    seed's difference passes MARGIN in that direction, else 'same'."""
+    seeds = sorted(treated.keys() & control.keys())
+    diffs = [
+        treated[s]["features"][name][variable] - control[s]["features"][name][variable]
+        for s in seeds
+    ]
+    verdict = (
+        "more"
+        if all(d > MARGIN for d in diffs)
+        else "less"
+        if all(d < -MARGIN for d in diffs)
+        else "same"
+    )
+    return f"{sum(diffs) / len(diffs):+.3f} ({verdict})"
+
+
+def n1_markdown(out: Path) -> list[str]:
+    """The paper's claim: the CNN with 1, 2 and all nuisances, seed 1."""
+    lines = ["#### Part N1: the CNN (dcn, all labels) with 1, 2 and all nuisances, seed 1"]
+    runs = [r for r in NUISANCE_RUNS if r.row.startswith("dcn") and r.num_labeled == ALL_LABELS]
+    for run in (r for r in runs if r.seed == 1):
+        record = read_probe(run, out)
+        if record is None:
+            lines += ["", f"{run.row}: not probed yet"]
+            continue
+        top = activations(record)[-1]
+        kept = ", ".join(
+            f"{v} {record['features'][top][v]:.2f} of best "
+            f"{max(record['features'][n][v] for n in activations(record)):.2f}"
+            for v in record["variables"][1:]
+        )
+        lines += [
+            "",
+            f"{run.row} ({', '.join(record['variables'][1:])}): the class reaches "
+            f"{NEAR_BEST:.0%} of its best accuracy at {first_near_best(record)}; at the top "
+            f"({top}): {kept}",
+            "",
+            *score_table(record),
+        ]
+    return lines
+
+
+def n2_markdown(out: Path) -> list[str]:
+    """What the rendering keeps: every row's scores (seed-mean), and normalized against each
+    other row paired by seed."""
+    lines = []
+    for n, rows in N2_ROWS.items():
+        regime = "supervised, all labels" if n == ALL_LABELS else f"semi-supervised, N_L = {n}"
+        found: dict[str, dict[int, dict[str, Any]]] = {}
+        for run in NUISANCE_RUNS:
+            if run.num_labeled == n and run.row in rows and (record := read_probe(run, out)):
+                found.setdefault(run.row, {})[run.seed] = record
+        lines += ["", f"#### Part N2: {regime}, all nuisances"]
+        missing = [
+            f"{r.row} seed {r.seed}"
+            for r in NUISANCE_RUNS
+            if r.num_labeled == n and r.row in rows and r.seed not in found.get(r.row, {})
+        ]
+        if missing:
+            lines += ["", "Not probed yet: " + ", ".join(missing)]
+        for row, records in found.items():
+            for seed, record in sorted(records.items()):
+                lines += ["", f"{row} seed {seed}:", "", *score_table(record)]
+        if DRMM not in found:
+            continue
+        for other in (r for r in (CONTROL, "dcn") if r in found):
+            record = next(iter(found[DRMM].values()))
+            variables = record["variables"]
+            seeds = sorted(found[DRMM].keys() & found[other].keys())
+            lines += [
+                "",
+                f"{DRMM} - {other}, mean over seeds {seeds} (more / less: every seed beyond "
+                f"{MARGIN}):",
+                "",
+                "| features | " + " | ".join(variables) + " |",
+                "|---" * (len(variables) + 1) + "|",
+                *[
+                    f"| {name} | "
+                    + " | ".join(difference(found[DRMM], found[other], name, v) for v in variables)
+                    + " |"
+                    for name in record["features"]
+                ],
+            ]
+    return lines
+
+
+def nuisance_markdown(out: Path) -> str:
+    """Part N's report: N1, then N2 per regime."""
+    return "\n".join(n1_markdown(out) + n2_markdown(out))
