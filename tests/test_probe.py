@@ -173,3 +173,13 @@ def test_drmm_probe_refuses_a_bad_setting_before_reading_anything(tmp_path: Path
 
     with pytest.raises(ValueError, match="train_size"):
         probe(probe_config(tmp_path, tmp_path / "x.ckpt", "train_size=many"))
+
+
+@pytest.mark.parametrize("arch", ["rfm", "drfm2", "drmm2", "drmm5", "drmm5_nrm"])
+def test_every_mnist_architecture_takes_the_nuisance_canvas(arch: str) -> None:
+    """data=mnist_nuisance's 40x40 images: classified and rendered back at their size."""
+    model = build_model(arch, image_size=40, render_path="normalized").eval()
+    images = torch.randn(2, 1, 40, 40)
+    inference = model.infer(images)
+    assert inference.logits.shape == (2, 10)
+    assert model.render(inference).image.shape == images.shape
