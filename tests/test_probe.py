@@ -119,7 +119,7 @@ def test_drmm_probe_writes_a_value_for_every_layer_and_variable(
     for name, scores in written["features"].items():
         assert set(scores) == {"dim", *written["variables"]}, name
         assert all(isinstance(scores[v], float) for v in written["variables"])
-    assert "the set it was trained on" in written["data"]
+    assert written["data"].endswith("; the set it was trained on")
     assert (tmp_path / "probe" / "probe.png").stat().st_size > 0
     assert list((tmp_path / "probe" / "wandb").glob("offline-run-*"))  # W&B run beside it
 
@@ -137,22 +137,19 @@ def test_drmm_probe_of_a_model_without_nuisance_labels_probes_the_class(
     assert "has no nuisance labels: probing the class only" in capsys.readouterr().out
 
 
-@pytest.mark.slow
-@pytest.mark.real_data
-def test_drmm_probe_says_when_the_nuisance_set_is_not_the_trained_one(
-    tiny_nuisance_run: TrainedRun, tmp_path: Path
-) -> None:
-    from drmm_lightning.cli.probe import probe
+def test_drmm_probe_says_which_nuisance_set_it_probes_on() -> None:
+    """The set is named, and told apart from the one the checkpoint was trained on (a data
+    override like +data.nuisances.active=[scale] changes it); no data is read for this."""
+    from drmm_lightning.cli.probe import nuisance_set
+    from drmm_lightning.data import DRMMDataModule
 
-    cfg = probe_config(
-        tmp_path,
-        tiny_nuisance_run.checkpoint,
-        "sources=[hidden]",
-        "+data.nuisances.active=[scale]",
-    )
-    record = probe(cfg)
-    assert record["variables"] == ["class", "scale"]
-    assert "NOT the set it was trained on" in record["data"]
+    probed = DRMMDataModule("mnist_nuisance", nuisances={"active": ["scale"]}, download=False)
+    trained = {**probed.nuisances.as_dict(), "active": ["translate", "rotate"]}
+    said = nuisance_set(probed, trained)
+    assert "varying: scale [0.8, 1.2]" in said and "NOT the set it was trained on" in said
+    assert nuisance_set(probed, probed.nuisances.as_dict()).endswith("; the set it was trained on")
+    plain = DRMMDataModule("mnist", download=False)
+    assert "has no nuisance labels: probing the class only" in nuisance_set(plain, None)
 
 
 def test_drmm_probe_refuses_a_missing_or_corrupt_checkpoint(tmp_path: Path) -> None:
