@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from drmm_lightning.data.nuisances import NuisanceConfig
 from drmm_lightning.models import build_model
 from drmm_lightning.probing import ProbeSettings, feature_names, layer_features, probe_features
 
@@ -143,11 +144,12 @@ def test_drmm_probe_says_which_nuisance_set_it_probes_on() -> None:
     from drmm_lightning.cli.probe import nuisance_set
     from drmm_lightning.data import DRMMDataModule
 
-    probed = DRMMDataModule("mnist_nuisance", nuisances={"active": ["scale"]}, download=False)
-    trained = {**probed.nuisances.as_dict(), "active": ["translate", "rotate"]}
+    config = NuisanceConfig(active=("scale",))
+    probed = DRMMDataModule("mnist_nuisance", nuisances=config, download=False)
+    trained = {**config.as_dict(), "active": ["translate", "rotate"]}
     said = nuisance_set(probed, trained)
     assert "varying: scale [0.8, 1.2]" in said and "NOT the set it was trained on" in said
-    assert nuisance_set(probed, probed.nuisances.as_dict()).endswith("; the set it was trained on")
+    assert nuisance_set(probed, config.as_dict()).endswith("; the set it was trained on")
     plain = DRMMDataModule("mnist", download=False)
     assert "has no nuisance labels: probing the class only" in nuisance_set(plain, None)
 
