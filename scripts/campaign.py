@@ -54,21 +54,23 @@ def trained(run: Run, out: Path) -> bool:
     return any(run.directory(out).rglob("results.json"))
 
 
-def probe_file(run: Run, out: Path) -> Path:
-    """Where drmm-probe writes a probed run's probe.json (part N)."""
-    return run.directory(out) / "0" / "probe" / "probe.json"
-
-
 def done(run: Run, out: Path) -> bool:
     """Trained, and probed if the run is to be (a trained run is probed, not retrained)."""
-    return trained(run, out) and (not run.probe or probe_file(run, out).is_file())
+    return trained(run, out) and (not run.probe or run.probe_file(out).is_file())
 
 
 def probe_command(run: Run, out: Path) -> list[str]:
     """The drmm-probe call of a finished run (its final weights, default probe settings)."""
     ckpt = run.directory(out) / "0" / "checkpoints" / "last.ckpt"
-    out_dir = probe_file(run, out).parent
+    out_dir = run.probe_file(out).parent
     return [sys.executable, "-m", "drmm_lightning.probe", f"ckpt_path={ckpt}", f"out_dir={out_dir}"]
+
+
+def probe(run: Run, out: Path, step: str) -> bool:
+    """Probe a finished run (drmm-probe in its own process); whether it succeeded."""
+    call = probe_command(run, out)
+    print(f"{step} probing: {' '.join(call[3:])}", flush=True)
+    return subprocess.run(call).returncode == 0
 
 
 def checkpoint(run: Run, out: Path) -> Path | None:
@@ -172,31 +174,28 @@ def main(argv: list[str]) -> int:
     print(f"{len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to run", flush=True)
     failed = []
     for i, run in enumerate(todo, 1):
+        step = f"[{i}/{len(todo)}]"
         if trained(run, args.out):  # only its probe is missing
-            call = probe_command(run, args.out)
-            print(f"[{i}/{len(todo)}] probing: {' '.join(call[3:])}", flush=True)
-            if subprocess.run(call).returncode != 0:
+            if not probe(run, args.out, step):
                 failed.append(str(run.directory(args.out)))
             continue
         resume = checkpoint(run, args.out)
         if resume:
             steps, epochs = progress(read_checkpoint(resume))
             print(
-                f"[{i}/{len(todo)}] resuming {run.directory(args.out)} from {resume}: step "
+                f"{step} resuming {run.directory(args.out)} from {resume}: step "
                 f"{steps} ({epochs} whole epochs done)",
                 flush=True,
             )
         call = command(run, args.out, resume)
-        print(f"[{i}/{len(todo)}] {' '.join(call[3:])}", flush=True)
+        print(f"{step} {' '.join(call[3:])}", flush=True)
         start = time.time()
         ok = subprocess.run(call).returncode == 0
         if ok and run.probe:
-            probe = probe_command(run, args.out)
-            print(f"[{i}/{len(todo)}] probing: {' '.join(probe[3:])}", flush=True)
-            ok = subprocess.run(probe).returncode == 0
+            ok = probe(run, args.out, step)
         if not ok:
             failed.append(str(run.directory(args.out)))
-        print(f"[{i}/{len(todo)}] {(time.time() - start) / 60:.1f} min", flush=True)
+        print(f"{step} {(time.time() - start) / 60:.1f} min", flush=True)
     for directory in failed:
         print(f"failed: {directory}", file=sys.stderr)
     return 1 if failed else 0

@@ -282,8 +282,8 @@ def test_a_trained_run_of_part_n_is_probed_not_retrained(tmp_path, tiny_part, mo
 
     def fake_run(call, **kwargs):
         calls.append(call)
-        tiny_part.probe_file(run, tmp_path).parent.mkdir(parents=True)
-        tiny_part.probe_file(run, tmp_path).write_text("{}")
+        run.probe_file(tmp_path).parent.mkdir(parents=True)
+        run.probe_file(tmp_path).write_text("{}")
         return type("Done", (), {"returncode": 0})()
 
     monkeypatch.setitem(PARTS, "N", [run])

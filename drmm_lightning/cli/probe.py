@@ -60,7 +60,7 @@ def nuisance_set(datamodule: DRMMDataModule, trained: Any) -> str:
     same = (
         "the set it was trained on"
         if trained == config.as_dict()
-        else ("NOT the set it was trained on (a data override changed it)")
+        else "NOT the set it was trained on (a data override changed it)"
     )
     return (
         f"{datamodule.name}, seed {config.seed}, canvas {config.canvas}, varying: {ranges}; {same}"

@@ -48,6 +48,10 @@ class Run:
     def directory(self, out: Path) -> Path:
         return Path(out) / f"part{self.part}" / self.row / f"n{self.num_labeled}" / f"s{self.seed}"
 
+    def probe_file(self, out: Path) -> Path:
+        """Where drmm-probe writes a probed run's probe.json (part N), beside its results."""
+        return self.directory(out) / "0" / "probe" / "probe.json"
+
     def train_overrides(self) -> list[str]:
         """The drmm-train overrides of this run: every part at the default precision (bf16 +
         channels-last where supported), logged to CSV."""

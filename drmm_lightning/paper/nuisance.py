@@ -16,7 +16,7 @@ NEAR_BEST = 0.9  # N1: the class is decodable from the first layer reaching 90% 
 
 def read_probe(run: Run, out: Path) -> dict[str, Any] | None:
     """The probe.json of a run (None if not probed yet)."""
-    path = run.directory(out) / "0" / "probe" / "probe.json"
+    path = run.probe_file(out)
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -72,8 +72,12 @@ def difference(
 def n1_markdown(out: Path) -> list[str]:
     """The paper's claim: the CNN with 1, 2 and all nuisances, seed 1."""
     lines = ["#### Part N1: the CNN (dcn, all labels) with 1, 2 and all nuisances, seed 1"]
-    runs = [r for r in NUISANCE_RUNS if r.row.startswith("dcn") and r.num_labeled == ALL_LABELS]
-    for run in (r for r in runs if r.seed == 1):
+    n1 = [
+        r
+        for r in NUISANCE_RUNS
+        if r.row.startswith("dcn") and r.num_labeled == ALL_LABELS and r.seed == 1
+    ]
+    for run in n1:
         record = read_probe(run, out)
         if record is None:
             lines += ["", f"{run.row}: not probed yet"]
@@ -96,8 +100,8 @@ def n1_markdown(out: Path) -> list[str]:
 
 
 def n2_markdown(out: Path) -> list[str]:
-    """What the rendering keeps: every row's scores (seed-mean), and normalized against each
-    other row paired by seed."""
+    """What the rendering keeps: every row's scores (a table per seed), and normalized against
+    each other row, paired by seed."""
     lines = []
     for n, rows in N2_ROWS.items():
         regime = "supervised, all labels" if n == ALL_LABELS else f"semi-supervised, N_L = {n}"
@@ -118,9 +122,9 @@ def n2_markdown(out: Path) -> list[str]:
                 lines += ["", f"{row} seed {seed}:", "", *score_table(record)]
         if DRMM not in found:
             continue
+        record = next(iter(found[DRMM].values()))
+        variables = record["variables"]
         for other in (r for r in (CONTROL, "dcn") if r in found):
-            record = next(iter(found[DRMM].values()))
-            variables = record["variables"]
             seeds = sorted(found[DRMM].keys() & found[other].keys())
             lines += [
                 "",

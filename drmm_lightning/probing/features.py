@@ -59,13 +59,11 @@ def layer_features(
     for x in progress(images.split(batch_size)):
         x = x.to(device, torch.float32)
         hidden, switches = model.bottom_up(x)
-        found = {"image": x.flatten(1)}
+        found = {"image": x}
         for i, (h, sw) in enumerate(zip(hidden, switches), start=1):
-            found[f"layer{i}"] = h.flatten(1)
-            found[f"a{i}"] = sw.a.flatten(1).float()
-            if sw.t is not None:
-                where = window_positions(sw.t, layers[i - 1].conv_size).flatten(1)
-                found[f"t{i}"] = F.one_hot(where, 4).flatten(1).float()
-        for name in names:
-            chunks[name].append(found[name].float().cpu())
+            found[f"layer{i}"], found[f"a{i}"] = h, sw.a
+            if f"t{i}" in chunks and sw.t is not None:  # only if asked: the widest set
+                found[f"t{i}"] = F.one_hot(window_positions(sw.t, layers[i - 1].conv_size), 4)
+        for name in names:  # flattened and converted only for the sets asked for
+            chunks[name].append(found[name].flatten(1).float().cpu())
     return {name: torch.cat(parts) for name, parts in chunks.items()}
