@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 ARGS ?=
+TEST_WORKERS ?= 2
 OUT ?= outputs/gpu_check/$(shell date +%Y%m%d-%H%M%S)
 TABLE ?= 1
 export DRMM_DATA_DIR ?= $(abspath ../shared/data)
@@ -29,11 +30,11 @@ install: $(STAMP) ## create .venv and install the package with its dev extras
 train: $(STAMP) ## train the default experiment (drmm5_nrm, normalized render, semi-sup MNIST, N_L=100); ARGS="..."
 	$(BIN)/drmm-train $(ARGS)
 
-test: $(STAMP) ## run the whole test suite (DRMM_NATIVE_BF16=0 make test: precision=auto as fp32, as on a CPU without bf16)
-	$(BIN)/python -m pytest tests $(ARGS)
+test: $(STAMP) ## run the whole test suite on TEST_WORKERS=2 processes of one thread each (DRMM_NATIVE_BF16=0 make test: precision=auto as fp32)
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 test-fast: $(STAMP) ## the test suite without the slow end-to-end runs
-	$(BIN)/python -m pytest tests -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist worksteal -m "not slow" $(ARGS)
 
 table: $(STAMP) ## reproduce a paper table on this machine: TABLE=1|3|4|5, ARGS="--budget ..."
 	$(BIN)/python scripts/reproduce.py --table $(TABLE) $(ARGS)

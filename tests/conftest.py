@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -22,6 +23,9 @@ from drmm_lightning.data import resolve_data_root
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # make test: one process per core, one thread each
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # the runs the tests start inherit it
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # A few small batches of real MNIST: enough to exercise every code path in seconds. Evaluation
 # is most of such a run's cost (each image is rendered from every class for render-argmin), so
