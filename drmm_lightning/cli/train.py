@@ -255,6 +255,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if ckpt:
         check_same_model(saved, dict(model.hparams), ckpt)
         say(f"[drmm] resuming from {ckpt}: step {steps}, {done} whole epoch(s) done")
+        # Lightning cannot see that the samplers skip the batches already trained on
+        # (data/samplers.py), so it would warn that a mid-epoch resume is unreliable: it is exact
+        warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
     model.run_config = run_config
     loggers = build_loggers(cfg, saved.get("logger_ids", {}))
     stop, validated, clock = StopOnSignal(), ValidatedStep(), RunClock(start)
