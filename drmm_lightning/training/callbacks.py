@@ -140,7 +140,9 @@ class TestCurve(L.Callback):
     """Every N training steps, the error on the official test split (the batches that
     limit_test_batches allows), appended to curve.jsonl in the run directory for learning-curve
     plots (paper Fig. 2), with the run's seconds so far (RunClock: summed over resumed pieces).
-    It only records: nothing is selected or stopped on it. every_n_steps=0 turns it off."""
+    It only records: nothing is selected or stopped on it. every_n_steps=0 turns it off.
+    It runs outside the trainer's autocast (fp32 under bf16-mixed), so its last point can differ
+    from the final test/error by a few hundredths of a point."""
 
     def __init__(self, every_n_steps: int = 0) -> None:
         self.every_n_steps = every_n_steps
