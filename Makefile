@@ -8,6 +8,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 ARGS ?=
 TEST_WORKERS ?= 2
+PYTEST = $(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist worksteal
 OUT ?= outputs/gpu_check/$(shell date +%Y%m%d-%H%M%S)
 TABLE ?= 1
 export DRMM_DATA_DIR ?= $(abspath ../shared/data)
@@ -31,10 +32,10 @@ train: $(STAMP) ## train the default experiment (drmm5_nrm, normalized render, s
 	$(BIN)/drmm-train $(ARGS)
 
 test: $(STAMP) ## run the whole test suite on TEST_WORKERS=2 processes of one thread each (DRMM_NATIVE_BF16=0 make test: precision=auto as fp32)
-	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist worksteal $(ARGS)
+	$(PYTEST) $(ARGS)
 
 test-fast: $(STAMP) ## the test suite without the slow end-to-end runs
-	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist worksteal -m "not slow" $(ARGS)
+	$(PYTEST) -m "not slow" $(ARGS)
 
 table: $(STAMP) ## reproduce a paper table on this machine: TABLE=1|3|4|5, ARGS="--budget ..."
 	$(BIN)/python scripts/reproduce.py --table $(TABLE) $(ARGS)

@@ -228,10 +228,10 @@ def test_one_preset_of_each_combination_runs_one_batch(
         "debug=fdr",
         "callbacks.test_curve.every_n_steps=0",
     ]
-    tiny = [o for o in TINY if "val" not in o]  # the presets' own val_size=0 (N_L up to 60000)
-    smaller = ["data.labeled_batch_size=10", "data.unlabeled_batch_size=10"]
-    smaller += ["data.eval_batch_size=10"]  # one batch runs each code path; its size does not
-    result = run_cli("train", "-m", *overrides, *tiny, *smaller, *extra, cwd=tmp_path)
+    # the presets' own val_size=0 (N_L up to 60000); batches of 10: one batch runs each code path
+    tiny = [o for o in TINY if "val" not in o and "batch_size" not in o]
+    tiny += [f"data.{stream}_batch_size=10" for stream in ("labeled", "unlabeled", "eval")]
+    result = run_cli("train", "-m", *overrides, *tiny, *extra, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("[drmm] test/error") == len(presets)
 
