@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -82,6 +83,10 @@ def test_killed_run_resumes_where_it_stopped_and_ends_as_if_uninterrupted(
         f"resuming from {crashed.relative_to(cut)}/checkpoints/last.ckpt: step 40" in resumed.stdout
     )
     assert "not resumable" not in resumed.stderr  # Lightning's warning: the samplers resume
+    # the bar names the resumed epoch and counts from the 10 batches already trained (Lightning's
+    # own bar read "Training: 20/?" here)
+    assert "Epoch 1:  33%" in resumed.stdout
+    assert not re.search(r" [1-9][0-9]*/\? \[", resumed.stdout)
     (reference,), final = runs(whole), runs(cut)[-1]
     assert json.loads((final / "results.json").read_text())["global_step"] == 60
     a, b = weights(reference), weights(final)

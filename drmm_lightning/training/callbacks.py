@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
 from lightning.pytorch.loggers import WandbLogger
 from torchvision.utils import save_image
 
@@ -215,6 +217,20 @@ class ProgressLog(L.Callback):
                 for k, v in shown.items()
             )
         )
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar, which on a run resumed mid-epoch also shows that epoch's name, its
+    total and the batches already trained (Lightning skips `on_train_epoch_start` there, so its
+    own bar reads "Training: 160/?" until the next epoch)."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if done and self.train_progress_bar is not None:
+            self.train_progress_bar.reset(convert_inf(self.total_train_batches))
+            self.train_progress_bar.update(done)
+            self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch}")
 
 
 class ValidatedStep(L.Callback):
