@@ -226,7 +226,7 @@ class ProgressBar(TQDMProgressBar):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed  # type: ignore[attr-defined]
         if done and self.train_progress_bar is not None:
             self.train_progress_bar.reset(convert_inf(self.total_train_batches))
             self.train_progress_bar.update(done)
