@@ -225,12 +225,13 @@ class ProgressBar(TQDMProgressBar):
     own bar reads "Training: 160/?" until the next epoch)."""
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_start(trainer, pl_module)
+        super().on_train_start(trainer, pl_module)  # sets the bar
         done = trainer.fit_loop.epoch_loop.batch_progress.current.processed  # type: ignore[attr-defined]
-        if done and self.train_progress_bar is not None:
-            self.train_progress_bar.reset(convert_inf(self.total_train_batches))
-            self.train_progress_bar.update(done)
-            self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch}")
+        if done:
+            bar = self.train_progress_bar
+            bar.reset(convert_inf(self.total_train_batches))
+            bar.update(done)
+            bar.set_description(f"Epoch {trainer.current_epoch}")
 
 
 class ValidatedStep(L.Callback):
