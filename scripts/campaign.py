@@ -9,6 +9,7 @@
     python scripts/campaign.py curves --part 1 --num-labeled 100 --save docs/img/campaign_curves.png
     python scripts/campaign.py run --part L        # issue 28: the long budgets, resumed
     python scripts/campaign.py keep --part L       # git-add what a later session resumes from
+    python scripts/campaign.py run --part LG       # on a lent GPU only: scripts/gpu_long.sh
     python scripts/campaign.py run --part N        # issue 29: nuisance data, each run probed
     python scripts/campaign.py report --part N     # its probes, paired by seed
 
@@ -97,7 +98,8 @@ def keep(runs: list[Run], out: Path) -> list[Path]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("action", choices=("run", "list", "report", "curves", "keep"))
-    parser.add_argument("--part", nargs="+", choices=sorted(PARTS), default=sorted(PARTS))
+    cpu_parts = [p for p in sorted(PARTS) if p != "LG"]  # LG needs a GPU: only when named
+    parser.add_argument("--part", nargs="+", choices=sorted(PARTS), default=cpu_parts)
     parser.add_argument("--out", type=Path, default=OUT, help="campaign directory")
     parser.add_argument(
         "--partial", action="store_true", help="report rows with missing seeds (named)"
@@ -134,7 +136,7 @@ def main(argv: list[str]) -> int:
             )
         print(f"staged {len(files)} files of {len(runs)} runs")
         return 0
-    if args.action == "curves" and args.part == ["L"]:  # a figure per part of L, into --save
+    if args.action == "curves" and args.part in (["L"], ["LG"]):  # a figure per part, to --save
         folder = args.save or Path("docs/img")
         for sub, title in long.TITLES.items():
             groups, references = long.long_curves(args.out, sub)
@@ -162,7 +164,7 @@ def main(argv: list[str]) -> int:
                 else nuisance.nuisance_markdown(args.out)
                 if part == "N"
                 else campaign.report_markdown(args.out, [part], partial=args.partial)
-                for part in args.part
+                for part in dict.fromkeys("L" if p == "LG" else p for p in args.part)
             )
         except ValueError as incomplete:
             sys.exit(str(incomplete))

@@ -6,6 +6,11 @@
 # run on the GPUs present. Everything lands under one folder:
 #   make gpu-check [OUT=outputs/gpu_check/<stamp>]
 set -uo pipefail
+if [ -d .gpu ]; then  # the carried pack of `bash scripts/gpu_long.sh pack` (scripts/gpu_env.sh)
+  # shellcheck source=scripts/gpu_env.sh
+  source scripts/gpu_env.sh
+  PY=${PY:-python3}
+fi
 OUT=${OUT:-outputs/gpu_check/$(date +%Y%m%d-%H%M%S)}
 PY=${PY:-python}
 mkdir -p "$OUT"

@@ -232,6 +232,25 @@ def test_the_part_l_report_equals_a_hand_computation(tmp_path) -> None:
     assert "Still to run: " in report and "adjoint seed 1" in report
 
 
+def test_the_gpu_rows_run_only_when_named_and_report_beside_the_cpu_runs(tmp_path) -> None:
+    """Part LG (scripts/gpu_long.sh): L1's DRMM rows at 100 epochs with trainer=gpu, never in a
+    default campaign call on this CPU, reported as their own table once a device ran them."""
+    from drmm_lightning.paper.long import long_markdown
+
+    gpu = PARTS["LG"]
+    assert {r.row for r in gpu} == {"normalized", "adjoint"} and {r.seed for r in gpu} == {1}
+    for run in gpu:
+        assert {"trainer=gpu", "trainer.max_epochs=100"} <= set(run.train_overrides())
+    assert not any("trainer=gpu" in o for r in PARTS["L"] for o in r.overrides)
+    assert "#### Part LG" not in long_markdown(tmp_path)
+    curve = [{"step": 600 * e, "epoch": float(e), "test_error": 5.0 - 0.04 * e} for e in range(41)]
+    fake_run(tmp_path, gpu[0], curve, None)  # cut off by the device call's cap at epoch 40
+    report = long_markdown(tmp_path)
+    assert "#### Part LG: MNIST, N_L = 100, on a lent GPU" in report
+    assert "| normalized | 1 | 4.88 / 4.60 / 3.80 / - | cut off at epoch 40.0 |" in report
+    assert "Still to run: normalized seed 1, adjoint seed 1" in report.split("#### Part LG")[1]
+
+
 def test_keep_names_what_a_later_session_resumes_from(tmp_path, tiny_part) -> None:
     """Every run's results.json and curve.jsonl; a checkpoint only for an unfinished run."""
     finished, unfinished = PARTS["L"][0], PARTS["L"][1]

@@ -23,6 +23,7 @@ NAMES = {
     "bench_epoch": ([], "--name"),
     "bench_data": ([], "--device"),
     "bench_argmin": (["x.ckpt"], "--images"),
+    "bn_statistics": (["x.ckpt"], "--recalibrate-images"),
     "campaign": (["list"], "--part"),
     "judge": (["x.ckpt"], "--images"),
     "generation_table": (["--judge", "j.ckpt", "--runs", "a:b.ckpt"], "--options"),
@@ -57,3 +58,28 @@ def test_a_script_refuses_an_unknown_key_naming_its_options(name: str, capsys) -
         script(name).main([*arguments, "tabel=3"])
     message = str(refused.value.code) + capsys.readouterr().err
     assert refused.value.code != 0 and "tabel=3" in message and option in message
+
+
+def test_bn_statistics_recalibration_is_the_plain_average_and_keeps_the_weights() -> None:
+    """bn_statistics.recalibrate replaces the running statistics by their average over the
+    images (equal batches: the mean of the batch means), and the batch-statistics error leaves
+    the held running averages untouched."""
+    import torch
+
+    from drmm_lightning.models import build_model
+
+    bn = script("bn_statistics")
+    torch.manual_seed(0)
+    net = build_model("drmm2").eval()
+    images, labels = torch.randn(200, 1, 28, 28), torch.randint(0, 10, (200,))
+    first = bn.norms(net)[0]
+    held = first.running_mean.clone()
+    bn.classification_error(net, images, labels, batch_stats=True)
+    assert torch.equal(first.running_mean, held) and not first.training
+    seen: list[torch.Tensor] = []
+    conv = next(m.conv for m in net.modules() if getattr(m, "norm", None) is first)  # its input
+    assert isinstance(conv, torch.nn.Module)
+    conv.register_forward_hook(lambda module, inputs, out: seen.append(out.mean((0, 2, 3))))
+    bn.recalibrate(net, images)
+    assert len(seen) == 2 and not net.training
+    torch.testing.assert_close(first.running_mean, (seen[0] + seen[1]) / 2)

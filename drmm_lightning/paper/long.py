@@ -16,6 +16,7 @@ from .campaign import (
     CONTROL,
     DRMM,
     EPOCH,
+    GPU_RUNS,
     LONG_EPOCHS,
     LONG_READ_AT,
     LONG_RUNS,
@@ -197,15 +198,19 @@ TITLES = {
     "L2": "MNIST, N_L = 3000",
     "L3": "Table 3, supervised on all 60,000 labels",
     "L4": "Fig. 2 middle: the RFM by EG against the 1-layer Convnet by backprop, 60,000 labels",
+    "LG": "MNIST, N_L = 100, on a lent GPU (scripts/gpu_long.sh)",
 }
 
 
 def long_markdown(out: Path) -> str:
-    """Every part of L: a table per part (runs in the queue's order), what is still to run."""
-    found = collect(out, LONG_RUNS)
+    """Every part of L: a table per part (runs in the queue's order), what is still to run; the
+    GPU rows (LG) once a device has run any of them."""
+    found = collect(out, LONG_RUNS + GPU_RUNS)
     sections = []
-    for part in ("L1", "L2", "L3", "L4"):
-        runs = [r for r in LONG_RUNS if r.part == part]
+    for part in ("L1", "L2", "L3", "L4", "LG"):
+        runs = [r for r in LONG_RUNS + GPU_RUNS if r.part == part]
+        if part == "LG" and not any(r in found for r in runs):
+            continue
         epochs = " / ".join(map(str, LONG_READ_AT[part]))
         lines = [
             f"#### Part {part}: {TITLES[part]}, {LONG_EPOCHS[part]} epochs",
@@ -228,7 +233,7 @@ def long_markdown(out: Path) -> str:
 
 def long_curves(out: Path, part: str) -> tuple[dict[str, list[list[dict]]], dict[str, float]]:
     """({row: [curve of each seed]}, {paper label: value}) of one part, for plot_curves."""
-    found = collect(out, [r for r in LONG_RUNS if r.part == part])
+    found = collect(out, [r for r in LONG_RUNS + GPU_RUNS if r.part == part])
     groups: dict[str, list[list[dict]]] = {}
     references: dict[str, float] = {}
     for run, item in found.items():
