@@ -52,7 +52,7 @@ def classification_error(
 ) -> float:
     """Percent of `images` misclassified, batch norm in evaluation mode or on each batch's own
     statistics (the running averages are restored afterwards)."""
-    saved = copy.deepcopy(net.state_dict())
+    saved = copy.deepcopy(net.state_dict()) if batch_stats else None  # train mode moves them
     net.eval()
     for norm in norms(net) if batch_stats else []:
         norm.train()
@@ -60,7 +60,8 @@ def classification_error(
     for start in range(0, len(images), BATCH):
         logits = net.infer(images[start : start + BATCH]).logits
         wrong += float((logits.argmax(1) != labels[start : start + BATCH]).sum())
-    net.load_state_dict(saved)
+    if saved is not None:
+        net.load_state_dict(saved)
     net.eval()
     return 100.0 * wrong / len(images)
 

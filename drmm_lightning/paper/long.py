@@ -42,6 +42,7 @@ THREE_EPOCH: dict[tuple[str, int, int], float] = {
 # middle: the RFM by EG in 18 epochs, the 1-layer Convnet by backprop in 40).
 PAPER_SUP = {"drmm5_sup": 0.89, "convnet5_sup": 0.81, "rfm_sup": 1.21, "convnet1_sup": 1.30}
 PAPER_EPOCHS_TO_1_5 = {"rfm_sup": 18, "convnet1_sup": 40}
+EVERY_RUN = LONG_RUNS + GPU_RUNS  # the CPU queue's runs and the GPU rows (LG), reported alike
 
 
 def read_curve(path: Path) -> list[dict[str, Any]]:
@@ -205,10 +206,10 @@ TITLES = {
 def long_markdown(out: Path) -> str:
     """Every part of L: a table per part (runs in the queue's order), what is still to run; the
     GPU rows (LG) once a device has run any of them."""
-    found = collect(out, LONG_RUNS + GPU_RUNS)
+    found = collect(out, EVERY_RUN)
     sections = []
     for part in ("L1", "L2", "L3", "L4", "LG"):
-        runs = [r for r in LONG_RUNS + GPU_RUNS if r.part == part]
+        runs = [r for r in EVERY_RUN if r.part == part]
         if part == "LG" and not any(r in found for r in runs):
             continue
         epochs = " / ".join(map(str, LONG_READ_AT[part]))
@@ -233,7 +234,7 @@ def long_markdown(out: Path) -> str:
 
 def long_curves(out: Path, part: str) -> tuple[dict[str, list[list[dict]]], dict[str, float]]:
     """({row: [curve of each seed]}, {paper label: value}) of one part, for plot_curves."""
-    found = collect(out, [r for r in LONG_RUNS + GPU_RUNS if r.part == part])
+    found = collect(out, [r for r in EVERY_RUN if r.part == part])
     groups: dict[str, list[list[dict]]] = {}
     references: dict[str, float] = {}
     for run, item in found.items():
