@@ -8,10 +8,12 @@
     python scripts/campaign.py report [--partial]  # the tables and statistics
     python scripts/campaign.py curves --part 1 --num-labeled 100 --save docs/img/campaign_curves.png
     python scripts/campaign.py run --part L        # issue 28: the long budgets, resumed
+    python scripts/campaign.py report --part L --partial --into docs/results.md  # its tables
     python scripts/campaign.py keep --part L       # git-add what a later session resumes from
     python scripts/campaign.py run --part LG       # on a lent GPU only: scripts/gpu_long.sh
     python scripts/campaign.py run --part N        # issue 29: nuisance data, each run probed
     python scripts/campaign.py report --part N     # its probes, paired by seed
+    python scripts/campaign.py curves --part N     # their figures (Fig. 2 left) in docs/img
 
 Every run is one drmm-train call with a fixed directory,
 outputs/campaign/part<k>/<row>/n<N_L>/s<seed>; a run whose results.json exists is skipped, and
@@ -32,7 +34,7 @@ from pathlib import Path
 from drmm_lightning.cli.checkpoints import find_checkpoint, progress, read_checkpoint
 from drmm_lightning.paper import campaign, long, nuisance
 from drmm_lightning.paper.campaign import PARTS, Run
-from drmm_lightning.viz.plots import plot_curves
+from drmm_lightning.viz.plots import plot_curves, plot_decodability
 
 OUT = Path("outputs/campaign")
 
@@ -95,6 +97,17 @@ def keep(runs: list[Run], out: Path) -> list[Path]:
     return sorted(files)
 
 
+def splice(path: Path, name: str, markdown: str) -> None:
+    """Replace what lies between the lines `<!-- name -->` and `<!-- /name -->` of `path`."""
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    text = path.read_text()
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        sys.exit(f"{path} needs the lines {start} and {end}, once each and in that order.")
+    head, rest = text.split(start)
+    tail = rest.split(end)[1]
+    path.write_text(f"{head}{start}\n{markdown}\n{end}{tail}")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("action", choices=("run", "list", "report", "curves", "keep"))
@@ -106,6 +119,12 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--save", type=Path, help="report: also write the markdown here; curves: the PNG"
+    )
+    parser.add_argument(
+        "--into",
+        type=Path,
+        help="report: write it between this file's lines <!-- campaign report --part P --> and "
+        "<!-- /campaign report --part P --> (docs/results.md has them)",
     )
     parser.add_argument("--num-labeled", type=int, default=100, help="curves: the budget drawn")
     parser.add_argument("--seed", type=int, nargs="+", help="run/list: only these seeds")
@@ -148,6 +167,18 @@ def main(argv: list[str]) -> int:
                     )
                 )
         return 0
+    if args.action == "curves" and args.part == ["N"]:  # Fig. 2 left: N1, then N2 per regime
+        folder = args.save or Path("docs/img")
+        figures = {
+            "probe_N1": ("N1: the CNN with 1, 2 and all nuisances", nuisance.n1_panels(args.out))
+        }
+        for n in campaign.N2_ROWS:
+            title = f"N2, {nuisance.regime_name(n)}, all nuisances: mean over seeds"
+            figures[f"probe_N2_n{n}"] = (title, nuisance.n2_panels(args.out, n))
+        for name, (title, panels) in figures.items():
+            if panels:
+                print(plot_decodability(panels, folder / f"{name}.png", f"part {title}", ncols=4))
+        return 0
     if args.action == "curves":
         part = args.part[0]
         groups = campaign.curve_groups(args.out, part, args.num_labeled)
@@ -171,6 +202,8 @@ def main(argv: list[str]) -> int:
         print(markdown)
         if args.save:
             args.save.write_text(markdown + "\n")
+        if args.into:
+            splice(args.into, f"campaign report --part {' '.join(args.part)}", markdown)
         return 0
     todo = [run for run in runs if not done(run, args.out)]
     print(f"{len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to run", flush=True)

@@ -345,3 +345,52 @@ def test_the_part_n_report_equals_a_hand_computation(tmp_path) -> None:
     # dx: seed 1 +0.10, seed 2 +0.01 (within the margin): mean +0.055, not "more"
     assert "| layer1 | +0.000 (same) | +0.055 (same) |" in text
     assert "Not probed yet: dcn seed 1, dcn seed 2" in text
+
+
+def test_report_into_rewrites_only_the_text_between_its_markers(tmp_path, tiny_part) -> None:
+    """`report --into docs/results.md`: the part's tables land between its two marker lines, the
+    prose around them untouched; a file without the markers is refused, not appended to."""
+    from drmm_lightning.paper.long import long_markdown
+
+    page = tmp_path / "results.md"
+    start, end = "<!-- campaign report --part L -->", "<!-- /campaign report --part L -->"
+    page.write_text(f"# prose\n\n{start}\nold tables\n{end}\n\nmore prose\n")
+    tiny_part.main(["report", "--part", "L", "--out", str(tmp_path), "--into", str(page)])
+    assert (
+        page.read_text() == f"# prose\n\n{start}\n{long_markdown(tmp_path)}\n{end}\n\nmore prose\n"
+    )
+    page.write_text("# prose without markers\n")
+    with pytest.raises(SystemExit, match="needs the lines"):
+        tiny_part.main(["report", "--part", "L", "--out", str(tmp_path), "--into", str(page)])
+    assert page.read_text() == "# prose without markers\n"
+
+
+def test_the_part_n_figures_plot_what_the_probes_hold(tmp_path, tiny_part) -> None:
+    """`curves --part N`: N1's panels are the CNN's scores per nuisance set, N2's a line per row
+    averaged over its probed seeds; a figure is written only where some run was probed."""
+    from drmm_lightning.paper import nuisance
+
+    def runs(row, n):
+        return {r.seed: r for r in PARTS["N"] if r.row == row and r.num_labeled == n}
+
+    fake_probe(runs("dcn_1", 60000)[1], tmp_path, {
+        "image": {"class": 0.2, "dx": 0.5}, "layer1": {"class": 0.8, "dx": 0.9},
+    })  # fmt: skip
+    for seed, dx in {1: 0.6, 2: 0.4}.items():
+        fake_probe(runs("normalized", 100)[seed], tmp_path, {
+            "layer1": {"class": 0.9, "dx": dx}, "a1": {"class": 0.7, "dx": 2 * dx},
+        })  # fmt: skip
+    assert nuisance.n1_panels(tmp_path) == {
+        "dcn_1: dx": {"class (accuracy)": [(0, 0.2), (1, 0.8)], "dx (R^2)": [(0, 0.5), (1, 0.9)]}
+    }
+    n2 = nuisance.n2_panels(tmp_path, 100)
+    assert n2["dx: activations"] == {"normalized (2 seeds)": [(1, pytest.approx(0.5))]}
+    assert n2["dx: switches a"] == {"normalized (2 seeds)": [(1, pytest.approx(1.0))]}
+    assert nuisance.n2_panels(tmp_path, 60000) == {}
+    tiny_part.main(
+        ["curves", "--part", "N", "--out", str(tmp_path), "--save", str(tmp_path / "img")]
+    )
+    assert sorted(p.name for p in (tmp_path / "img").iterdir()) == [
+        "probe_N1.png",
+        "probe_N2_n100.png",
+    ]

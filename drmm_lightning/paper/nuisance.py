@@ -5,9 +5,11 @@ paired by seed (docs/results.md, "Nuisance probing"; the thresholds are fixed th
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
+from ..viz.plots import Series, probe_panels, probe_series
 from .campaign import ALL_LABELS, CONTROL, DRMM, N2_ROWS, NUISANCE_RUNS, Run
 
 MARGIN = 0.02  # a difference of scores counts when every seed's exceeds it in one direction
@@ -69,15 +71,19 @@ def difference(
     return f"{sum(diffs) / len(diffs):+.3f} ({verdict})"
 
 
-def n1_markdown(out: Path) -> list[str]:
-    """The paper's claim: the CNN with 1, 2 and all nuisances, seed 1."""
-    lines = ["#### Part N1: the CNN (dcn, all labels) with 1, 2 and all nuisances, seed 1"]
-    n1 = [
+def n1_runs() -> list[Run]:
+    """The CNN supervised on all labels with the nuisance sets 1, 2 and all, seed 1."""
+    return [
         r
         for r in NUISANCE_RUNS
         if r.row.startswith("dcn") and r.num_labeled == ALL_LABELS and r.seed == 1
     ]
-    for run in n1:
+
+
+def n1_markdown(out: Path) -> list[str]:
+    """The paper's claim: the CNN with 1, 2 and all nuisances, seed 1."""
+    lines = ["#### Part N1: the CNN (dcn, all labels) with 1, 2 and all nuisances, seed 1"]
+    for run in n1_runs():
         record = read_probe(run, out)
         if record is None:
             lines += ["", f"{run.row}: not probed yet"]
@@ -99,16 +105,26 @@ def n1_markdown(out: Path) -> list[str]:
     return lines
 
 
+def n2_probes(out: Path, n: int) -> dict[str, dict[int, dict[str, Any]]]:
+    """Part N2's probes at N_L = n: row -> seed -> probe.json, the probed runs only."""
+    found: dict[str, dict[int, dict[str, Any]]] = {}
+    for run in NUISANCE_RUNS:
+        if run.num_labeled == n and run.row in N2_ROWS[n] and (record := read_probe(run, out)):
+            found.setdefault(run.row, {})[run.seed] = record
+    return found
+
+
+def regime_name(n: int) -> str:
+    return "supervised, all labels" if n == ALL_LABELS else f"semi-supervised, N_L = {n}"
+
+
 def n2_markdown(out: Path) -> list[str]:
     """What the rendering keeps: every row's scores (a table per seed), and normalized against
     each other row, paired by seed."""
     lines = []
     for n, rows in N2_ROWS.items():
-        regime = "supervised, all labels" if n == ALL_LABELS else f"semi-supervised, N_L = {n}"
-        found: dict[str, dict[int, dict[str, Any]]] = {}
-        for run in NUISANCE_RUNS:
-            if run.num_labeled == n and run.row in rows and (record := read_probe(run, out)):
-                found.setdefault(run.row, {})[run.seed] = record
+        regime = regime_name(n)
+        found = n2_probes(out, n)
         lines += ["", f"#### Part N2: {regime}, all nuisances"]
         missing = [
             f"{r.row} seed {r.seed}"
@@ -146,3 +162,34 @@ def n2_markdown(out: Path) -> list[str]:
 def nuisance_markdown(out: Path) -> str:
     """Part N's report: N1, then N2 per regime."""
     return "\n".join(n1_markdown(out) + n2_markdown(out))
+
+
+def n1_panels(out: Path) -> dict[str, Series]:
+    """Fig. 2 left per nuisance set (N1): the CNN's every variable against its activation layer."""
+    panels = {}
+    for run in n1_runs():
+        if record := read_probe(run, out):
+            names = probe_panels(record)["activations"]
+            panels[f"{run.row}: {', '.join(record['variables'][1:])}"] = probe_series(record, names)
+    return panels
+
+
+def n2_panels(out: Path, n: int) -> dict[str, Series]:
+    """N2 at N_L = n: a panel per variable and feature kind (activations, switches a), a line per
+    row, its score at each layer averaged over the row's probed seeds."""
+    found = n2_probes(out, n)
+    panels: dict[str, Series] = {}
+    for row, records in found.items():
+        first = next(iter(records.values()))
+        for kind in ("activations", "switches a"):
+            names = probe_panels(first).get(kind, [])
+            for variable in first["variables"]:
+                mean = [
+                    (
+                        layer,
+                        statistics.fmean(r["features"][name][variable] for r in records.values()),
+                    )
+                    for layer, name in names
+                ]
+                panels.setdefault(f"{variable}: {kind}", {})[f"{row} ({len(records)} seeds)"] = mean
+    return panels

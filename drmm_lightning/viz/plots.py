@@ -114,30 +114,63 @@ def probe_panels(record: dict) -> dict[str, list[tuple[int, str]]]:
     return {k: v for k, v in panels.items() if v}
 
 
-def plot_probe(record: dict, path: str | Path, title: str | None = None) -> Path:
-    """Fig. 2 left: how linearly decodable each variable is from each layer (class: held-out
-    accuracy; nuisances: held-out R^2), one line per variable, one panel per feature kind."""
-    panels = probe_panels(record)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
-    for ax, (panel, names) in zip(axes[0], panels.items()):
-        for i, variable in enumerate(record["variables"]):
+Series = dict[str, list[tuple[int, float]]]  # line label -> (layer, held-out score) points
+
+
+def probe_series(record: dict, names: list[tuple[int, str]]) -> Series:
+    """One probe's score of every variable at the feature sets `names` (a probe_panels panel)."""
+    return {
+        f"{v} ({'accuracy' if v == 'class' else 'R^2'})": [
+            (layer, record["features"][name][v]) for layer, name in names
+        ]
+        for v in record["variables"]
+    }
+
+
+def plot_decodability(
+    panels: dict[str, Series],
+    path: str | Path,
+    title: str = "",
+    ncols: int = 3,
+    chance: float | None = None,
+) -> Path:
+    """Fig. 2 left: how linearly decodable a variable is from each layer (class: held-out
+    accuracy, nuisances: held-out R^2, shown down to -0.1), a panel per entry, a line per label
+    (the same colour in every panel), `chance` as a dotted line."""
+    labels = list(dict.fromkeys(label for series in panels.values() for label in series))
+    ncols = min(ncols, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), squeeze=False)
+    for ax, (panel, series) in zip(axes.flat, panels.items()):
+        for label, points in series.items():
             ax.plot(
-                [layer for layer, _ in names],
-                [max(record["features"][name][variable], -0.1) for _, name in names],
+                [layer for layer, _ in points],
+                [max(score, -0.1) for _, score in points],
                 marker="o",
-                color=f"C{i}",
-                linestyle="-" if variable == "class" else "--",
-                label=f"{variable} ({'accuracy' if variable == 'class' else 'R^2'})",
+                color=f"C{labels.index(label)}",
+                label=label,
             )
-        chance = record.get("chance", {}).get("class")
+            ax.set_xticks([layer for layer, _ in points])
         if chance is not None:
             ax.axhline(chance, color="grey", linestyle=":", linewidth=1)
         ax.set(xlabel="layer", ylabel="held-out decodability", title=panel, ylim=(-0.1, 1.02))
-        ax.set_xticks([layer for layer, _ in names])
         ax.grid(True, alpha=0.3)
+    for ax in axes.flat[len(panels) :]:
+        ax.axis("off")
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(title if title is not None else record.get("model", ""), fontsize=8)
+    fig.suptitle(title, fontsize=8)
     return _save(fig, path)
+
+
+def plot_probe(record: dict, path: str | Path, title: str | None = None) -> Path:
+    """One probe.json: a line per variable, a panel per feature kind (activations, switches)."""
+    panels = {kind: probe_series(record, names) for kind, names in probe_panels(record).items()}
+    return plot_decodability(
+        panels,
+        path,
+        title if title is not None else record.get("model", ""),
+        chance=record.get("chance", {}).get("class"),
+    )
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
