@@ -139,8 +139,18 @@ def main(argv: list[str]) -> int:
     if args.action == "list":
         for run in runs:
             mark = (
-                "done" if done(run, args.out) else "part" if checkpoint(run, args.out) else "todo"
+                "done"
+                if done(run, args.out)
+                else "trained (not probed yet)"
+                if trained(run, args.out)
+                else "todo"
             )
+            if mark == "todo" and (resume := checkpoint(run, args.out)):
+                try:
+                    steps, epochs = progress(read_checkpoint(resume))
+                    mark = f"part (step {steps}, {epochs} whole epochs)"
+                except ValueError as unreadable:
+                    mark = f"part ({unreadable})"
             print(f"{mark}  {' '.join(command(run, args.out)[3:])}")
         return 0
     if args.action == "keep":  # git add -f (outputs/ is ignored), git rm finished checkpoints

@@ -394,3 +394,20 @@ def test_the_part_n_figures_plot_what_the_probes_hold(tmp_path, tiny_part) -> No
         "probe_N1.png",
         "probe_N2_n100.png",
     ]
+
+
+def test_list_says_where_each_run_stands(tmp_path, tiny_part, capsys) -> None:
+    """`list`: done, cut off (with the step it resumes from), trained but not probed, to do."""
+    finished, cut, probed, fresh = PARTS["L"][0], PARTS["L"][1], PARTS["N"][0], PARTS["L"][2]
+    for run in (finished, probed):
+        (run.directory(tmp_path) / "0").mkdir(parents=True)
+        (run.directory(tmp_path) / "0" / "results.json").write_text("{}")
+    folder = cut.directory(tmp_path) / "0" / "checkpoints"
+    folder.mkdir(parents=True)
+    loops = {"fit_loop": {"epoch_progress": {"current": {"processed": 2}}}}
+    torch.save({"state_dict": {}, "global_step": 1400, "loops": loops}, folder / "last.ckpt")
+    tiny_part.main(["list", "--part", "L", "N", "--out", str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+    mark = {run: lines[i].split("  -m ")[0] for i, run in enumerate(PARTS["L"] + PARTS["N"])}
+    assert mark[finished] == "done" and mark[cut] == "part (step 1400, 2 whole epochs)"
+    assert mark[probed] == "trained (not probed yet)" and mark[fresh] == "todo"
