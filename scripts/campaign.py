@@ -111,8 +111,8 @@ def splice(path: Path, name: str, markdown: str) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("action", choices=("run", "list", "report", "curves", "keep"))
-    cpu_parts = [p for p in sorted(PARTS) if p != "LG"]  # LG needs a GPU: only when named
-    parser.add_argument("--part", nargs="+", choices=sorted(PARTS), default=cpu_parts)
+    default = [p for p in sorted(PARTS) if p not in campaign.ON_REQUEST]
+    parser.add_argument("--part", nargs="+", choices=sorted(PARTS), default=default)
     parser.add_argument("--out", type=Path, default=OUT, help="campaign directory")
     parser.add_argument(
         "--partial", action="store_true", help="report rows with missing seeds (named)"
@@ -165,7 +165,8 @@ def main(argv: list[str]) -> int:
             )
         print(f"staged {len(files)} files of {len(runs)} runs")
         return 0
-    if args.action == "curves" and args.part in (["L"], ["LG"]):  # a figure per part, to --save
+    reports = list(dict.fromkeys(campaign.REPORTED_IN.get(p, p) for p in args.part))
+    if args.action == "curves" and reports == ["L"]:  # a figure per sub-part, to --save
         folder = args.save or Path("docs/img")
         for sub, title in long.TITLES.items():
             groups, references = long.long_curves(args.out, sub)
@@ -205,7 +206,7 @@ def main(argv: list[str]) -> int:
                 else nuisance.nuisance_markdown(args.out)
                 if part == "N"
                 else campaign.report_markdown(args.out, [part], partial=args.partial)
-                for part in dict.fromkeys("L" if p == "LG" else p for p in args.part)
+                for part in reports
             )
         except ValueError as incomplete:
             sys.exit(str(incomplete))
@@ -213,7 +214,7 @@ def main(argv: list[str]) -> int:
         if args.save:
             args.save.write_text(markdown + "\n")
         if args.into:
-            splice(args.into, f"campaign report --part {' '.join(args.part)}", markdown)
+            splice(args.into, f"campaign report --part {' '.join(reports)}", markdown)
         return 0
     todo = [run for run in runs if not done(run, args.out)]
     print(f"{len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to run", flush=True)

@@ -171,6 +171,8 @@ LONG_RUNS: list[Run] = [  # the issue's order: the cheap ones first, the RFM las
 PARTS["L"] = LONG_RUNS
 GPU_RUNS = [long_run("LG", row, 100, 1) for row in (DRMM, "adjoint")]  # where a GPU is lent
 PARTS["LG"] = GPU_RUNS
+ON_REQUEST = ("LG",)  # parts a plain campaign.py call leaves out: LG needs a lent GPU
+REPORTED_IN = {"LG": "L"}  # a part reported (tables and figures) inside another part's report
 
 # Part N (issue 29): the ablation protocol (3 epochs, drmm5_nrm) on data=mnist_nuisance, its
 # inputs standardised by the canvas's own statistics (the protocol's MNIST constants cleared).
