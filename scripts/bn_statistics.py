@@ -1,6 +1,7 @@
 """Is a run's test error set by its weights or by its batch-norm running statistics?
 
 python scripts/bn_statistics.py <ckpt> [<ckpt> ...] [--recalibrate-images 5000] [--json out.json]
+    [--plot out.png]
 
 For each checkpoint, the test error (all test images, fp32, as the TestCurve callback computes
 it) three ways, with the same weights:
@@ -108,6 +109,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("ckpt", nargs="+", type=Path, help="drmm-train checkpoints")
     parser.add_argument("--recalibrate-images", type=int, default=5000)
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--plot", type=Path, help="also draw the three errors against epoch here")
     args = parser.parse_args(argv)
     for path in args.ckpt:
         if "=" in path.name or not path.name.endswith(".ckpt"):
@@ -126,6 +128,30 @@ def main(argv: list[str]) -> None:
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
+    if args.plot:
+        print(plot(rows, args.plot))
+
+
+def plot(rows: list[dict[str, float | int | str]], path: Path) -> Path:
+    """The test error of the same weights three ways, against epoch (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    epochs = [int(r["step"]) / EPOCH for r in rows]
+    for key in ("running", "recalibrated", "batch"):
+        ax.plot(epochs, [float(r[key]) for r in rows], marker="o", label=key)
+    ax.set(xlabel="epoch", ylabel="test error (%)", yscale="log")
+    ax.set_title("the same weights, three batch-norm statistics", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":

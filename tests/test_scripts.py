@@ -83,3 +83,12 @@ def test_bn_statistics_recalibration_is_the_plain_average_and_keeps_the_weights(
     bn.recalibrate(net, images)
     assert len(seen) == 2 and not net.training
     torch.testing.assert_close(first.running_mean, (seen[0] + seen[1]) / 2)
+
+
+def test_bn_statistics_plots_its_rows(tmp_path) -> None:
+    """--plot: the three errors against epoch, one figure written where asked."""
+    rows = [
+        {"step": 600 * e, "running": 9.0 / e, "recalibrated": 2.0, "batch": 2.1} for e in (1, 2)
+    ]
+    path = script("bn_statistics").plot(rows, tmp_path / "bn" / "plot.png")
+    assert path == tmp_path / "bn" / "plot.png" and path.stat().st_size > 1000
