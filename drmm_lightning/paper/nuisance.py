@@ -115,6 +115,7 @@ def n2_probes(out: Path, n: int) -> dict[str, dict[int, dict[str, Any]]]:
 
 
 def regime_name(n: int) -> str:
+    """How the report names the regime of N_L = n."""
     return "supervised, all labels" if n == ALL_LABELS else f"semi-supervised, N_L = {n}"
 
 
