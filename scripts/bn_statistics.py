@@ -134,24 +134,13 @@ def main(argv: list[str]) -> None:
 
 def plot(rows: list[dict[str, float | int | str]], path: Path) -> Path:
     """The test error of the same weights three ways, against epoch (log scale)."""
-    import matplotlib
+    from drmm_lightning.viz.plots import plot_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    epochs = [int(r["step"]) / EPOCH for r in rows]
-    for key in ("running", "recalibrated", "batch"):
-        ax.plot(epochs, [float(r[key]) for r in rows], marker="o", label=key)
-    ax.set(xlabel="epoch", ylabel="test error (%)", yscale="log")
-    ax.set_title("the same weights, three batch-norm statistics", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    curves = {
+        key: [[{"epoch": int(r["step"]) / EPOCH, "test_error": float(r[key])} for r in rows]]
+        for key in ("running", "recalibrated", "batch")
+    }
+    return plot_curves(curves, path, "the same weights, three batch-norm statistics")
 
 
 if __name__ == "__main__":

@@ -76,6 +76,22 @@ def probe(run: Run, out: Path, step: str) -> bool:
     return subprocess.run(call).returncode == 0
 
 
+def status(run: Run, out: Path) -> str:
+    """Where a run stands: done, trained (not probed yet), part (the step it resumes from), todo."""
+    if done(run, out):
+        return "done"
+    if trained(run, out):
+        return "trained (not probed yet)"
+    resume = checkpoint(run, out)
+    if resume is None:
+        return "todo"
+    try:
+        steps, epochs = progress(read_checkpoint(resume))
+    except ValueError as unreadable:
+        return f"part ({unreadable})"
+    return f"part (step {steps}, {epochs} whole epochs)"
+
+
 def checkpoint(run: Run, out: Path) -> Path | None:
     """The newest last.ckpt an unfinished run left (None: it has not started, or saved nothing)."""
     try:
@@ -138,19 +154,7 @@ def main(argv: list[str]) -> int:
         runs = [run for run in runs if run.row in args.row]
     if args.action == "list":
         for run in runs:
-            mark = (
-                "done"
-                if done(run, args.out)
-                else "trained (not probed yet)"
-                if trained(run, args.out)
-                else "todo"
-            )
-            if mark == "todo" and (resume := checkpoint(run, args.out)):
-                try:
-                    steps, epochs = progress(read_checkpoint(resume))
-                    mark = f"part (step {steps}, {epochs} whole epochs)"
-                except ValueError as unreadable:
-                    mark = f"part ({unreadable})"
+            mark = status(run, args.out)
             print(f"{mark}  {' '.join(command(run, args.out)[3:])}")
         return 0
     if args.action == "keep":  # git add -f (outputs/ is ignored), git rm finished checkpoints

@@ -182,8 +182,9 @@ def n2_panels(out: Path, n: int) -> dict[str, Series]:
     panels: dict[str, Series] = {}
     for row, records in found.items():
         first = next(iter(records.values()))
+        kinds = probe_panels(first)
         for kind in ("activations", "switches a"):
-            names = probe_panels(first).get(kind, [])
+            names = kinds.get(kind, [])
             for variable in first["variables"]:
                 mean = [
                     (
