@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from drmm_lightning.cli.checkpoints import load_run, read_checkpoint
+from drmm_lightning.cli.checkpoints import load_run
 from drmm_lightning.cli.render import eval_images
 from drmm_lightning.models.drmm import DRMM
 from drmm_lightning.paper.campaign import EPOCH
@@ -89,12 +89,11 @@ def mean_shift(held: list[tuple[torch.Tensor, torch.Tensor]], net: DRMM) -> floa
 
 
 def diagnose(ckpt: Path, recalibrate_images: int) -> dict[str, float | int | str]:
-    saved = read_checkpoint(ckpt)
     model, datamodule = load_run(ckpt)
     net = model.net.float()
     images, labels = eval_images(datamodule, len(datamodule.test_data.labels), "test")
     unlabeled, _ = eval_images(datamodule, recalibrate_images, "unlabeled")
-    row: dict[str, float | int | str] = {"checkpoint": str(ckpt), "step": saved["global_step"]}
+    row: dict[str, float | int | str] = {"checkpoint": str(ckpt), "step": model.trained_steps}
     row["running"] = classification_error(net, images, labels, batch_stats=False)
     row["batch"] = classification_error(net, images, labels, batch_stats=True)
     held = [(mean.clone(), var.clone()) for mean, var in map(running, norms(net))]

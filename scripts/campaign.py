@@ -5,6 +5,7 @@
     python scripts/campaign.py run --part P        # issue 21: the peers on the same protocol
     python scripts/campaign.py run --part P --seed 1  # seed 1 of every row first
     python scripts/campaign.py list --part 2       # what a part runs, and which runs are done
+    python scripts/campaign.py where --part LG     # each run's directory, one per line
     python scripts/campaign.py report [--partial]  # the tables and statistics
     python scripts/campaign.py curves --part 1 --num-labeled 100 --save docs/img/campaign_curves.png
     python scripts/campaign.py run --part L        # issue 28: the long budgets, resumed
@@ -126,7 +127,7 @@ def splice(path: Path, name: str, markdown: str) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("action", choices=("run", "list", "report", "curves", "keep"))
+    parser.add_argument("action", choices=("run", "list", "where", "report", "curves", "keep"))
     default = [p for p in sorted(PARTS) if p not in campaign.ON_REQUEST]
     parser.add_argument("--part", nargs="+", choices=sorted(PARTS), default=default)
     parser.add_argument("--out", type=Path, default=OUT, help="campaign directory")
@@ -156,6 +157,10 @@ def main(argv: list[str]) -> int:
         for run in runs:
             mark = status(run, args.out)
             print(f"{mark}  {' '.join(command(run, args.out)[3:])}")
+        return 0
+    if args.action == "where":  # each run's job directory (scripts/gpu_long.sh reads it)
+        for run in runs:
+            print(run.directory(args.out) / "0")
         return 0
     if args.action == "keep":  # git add -f (outputs/ is ignored), git rm finished checkpoints
         files = keep(runs, args.out)

@@ -15,7 +15,8 @@
 set -euo pipefail
 mode=${1:?usage: gpu_long.sh pack | run [CAP_SECONDS] | unpack FILES_AT}
 ROWS=(normalized adjoint)
-run_dir() { echo "outputs/campaign/partLG/$1/n100/s1/0"; }
+# a row's job directory, as campaign.py lays it out (PY: python3 on the device, the venv here)
+run_dir() { PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} ${PY:-python3} scripts/campaign.py where --part LG --row "$1"; }
 
 case $mode in
 pack)
@@ -54,6 +55,7 @@ run)
   done
   ;;
 unpack)
+  PY=${PY:-.venv/bin/python}
   from=${2:?usage: gpu_long.sh unpack FILES_AT}
   for row in "${ROWS[@]}"; do
     d=$(run_dir "$row")

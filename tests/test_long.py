@@ -251,6 +251,13 @@ def test_the_gpu_rows_run_only_when_named_and_report_beside_the_cpu_runs(tmp_pat
     assert "Still to run: normalized seed 1, adjoint seed 1" in report.split("#### Part LG")[1]
 
 
+def test_where_prints_each_runs_job_directory(tmp_path, capsys) -> None:
+    """scripts/gpu_long.sh reads a row's directory from `campaign.py where`, not its own copy."""
+    assert campaign_script().main(["where", "--part", "LG", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(run.directory(tmp_path) / "0") for run in PARTS["LG"]]
+
+
 def test_keep_names_what_a_later_session_resumes_from(tmp_path, tiny_part) -> None:
     """Every run's results.json and curve.jsonl; a checkpoint only for an unfinished run."""
     finished, unfinished = PARTS["L"][0], PARTS["L"][1]

@@ -111,7 +111,8 @@ def test_train_then_eval_gives_the_same_test_accuracy(
     # run config for checkpoints written before it saved them
     saved = read_checkpoint(ckpt)
     assert saved["datamodule_hyper_parameters"]["num_unlabeled"] == 300
-    _, datamodule = load_run(ckpt)
+    loaded, datamodule = load_run(ckpt)
+    assert loaded.trained_steps == saved["global_step"] > 0  # what bn_statistics reports
     del saved["datamodule_hyper_parameters"]
     torch.save(saved, tmp_path / "old.ckpt")
     _, old = load_run(tmp_path / "old.ckpt")

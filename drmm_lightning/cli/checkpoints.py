@@ -181,6 +181,7 @@ def load_run(
         ckpt, map_location="cpu", weights_only=False if legacy else None
     )
     module.run_config = saved.get("run_config")
+    module.trained_steps = progress(saved)[0]
     data = saved.get("datamodule_hyper_parameters")
     if data is None:
         data = dict((saved.get("run_config") or {}).get("data") or {})

@@ -142,6 +142,8 @@ class DRMMLitModule(L.LightningModule):
         self.test_agree = MeanMetric()
         # the resolved run config, kept in checkpoints (drmm-eval and drmm-render read it)
         self.run_config: dict[str, Any] | None = None
+        # the optimizer steps a loaded checkpoint had trained (load_run sets it; 0 when fresh)
+        self.trained_steps = 0
         self._window: list[float] = []
         self._best_window = float("inf")
         self._first_loss: float | None = None
