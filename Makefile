@@ -14,7 +14,7 @@ TABLE ?= 1
 export DRMM_DATA_DIR ?= $(abspath ../shared/data)
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast table ablation long bench bench-epoch gpu-check lint clean
+.PHONY: help install train test test-fast table ablation long nuisance bench bench-epoch gpu-check lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ ablation: $(STAMP) ## the render-path ablation (docs/results.md), every row x se
 
 long: $(STAMP) ## issue 28's long runs (part L), each resumed where it stopped: nohup make long > long.log 2>&1 &
 	WANDB_MODE=offline $(BIN)/python scripts/campaign.py run --part L $(ARGS)
+
+nuisance: $(STAMP) ## issue 29's nuisance probing (part N): trains, then probes, each run; skips what is done
+	WANDB_MODE=offline $(BIN)/python scripts/campaign.py run --part N $(ARGS)
 
 bench: $(STAMP) ## speed: the EG and CNN steps at every setting (JSON + table in outputs/bench), the data pipeline
 	$(BIN)/python scripts/bench_step.py $(ARGS)
