@@ -46,7 +46,7 @@ class ProbeSettings:
     components: int = 256
     class_C: Sequence[float] = (0.01, 0.1, 1.0)  # inverse L2 strengths tried by 3-fold CV
     ridge_alphas: Sequence[float] = (0.1, 1.0, 10.0, 100.0, 1000.0)  # tried by leave-one-out
-    max_iter: int = 500
+    max_iter: int = 2000  # lbfgs; 500 left the class probe of a 128-unit layer unconverged
     seed: int = 0
 
 
