@@ -157,7 +157,9 @@ def plot_decodability(
         ax.grid(True, alpha=0.3)
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
-    axes[0][0].legend(fontsize=7)
+    # one legend, on the first panel with the most lines (colours are shared across panels)
+    sizes = [len(series) for series in panels.values()]
+    axes.flat[sizes.index(max(sizes))].legend(fontsize=7)
     fig.suptitle(title, fontsize=8)
     return _save(fig, path)
 
