@@ -65,7 +65,7 @@ def done(run: Run, out: Path) -> bool:
 
 def probe_command(run: Run, out: Path) -> list[str]:
     """The drmm-probe call of a finished run (its final weights, default probe settings)."""
-    ckpt = run.directory(out) / "0" / "checkpoints" / "last.ckpt"
+    ckpt = run.job_directory(out) / "checkpoints" / "last.ckpt"
     out_dir = run.probe_file(out).parent
     return [sys.executable, "-m", "drmm_lightning.probe", f"ckpt_path={ckpt}", f"out_dir={out_dir}"]
 
@@ -160,7 +160,7 @@ def main(argv: list[str]) -> int:
         return 0
     if args.action == "where":  # each run's job directory (scripts/gpu_long.sh reads it)
         for run in runs:
-            print(run.directory(args.out) / "0")
+            print(run.job_directory(args.out))
         return 0
     if args.action == "keep":  # git add -f (outputs/ is ignored), git rm finished checkpoints
         files = keep(runs, args.out)

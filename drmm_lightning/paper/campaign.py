@@ -48,9 +48,13 @@ class Run:
     def directory(self, out: Path) -> Path:
         return Path(out) / f"part{self.part}" / self.row / f"n{self.num_labeled}" / f"s{self.seed}"
 
+    def job_directory(self, out: Path) -> Path:
+        """Where drmm-train writes the run: the one job (0) of its one-job multirun."""
+        return self.directory(out) / "0"
+
     def probe_file(self, out: Path) -> Path:
         """Where drmm-probe writes a probed run's probe.json (part N), beside its results."""
-        return self.directory(out) / "0" / "probe" / "probe.json"
+        return self.job_directory(out) / "probe" / "probe.json"
 
     def train_overrides(self) -> list[str]:
         """The drmm-train overrides of this run: every part at the default precision (bf16 +
