@@ -24,6 +24,7 @@ NAMES = {
     "bench_data": ([], "--device"),
     "bench_argmin": (["x.ckpt"], "--images"),
     "bn_statistics": (["x.ckpt"], "--recalibrate-images"),
+    "class_usage": (["x.ckpt"], "--json"),
     "campaign": (["list"], "--part"),
     "judge": (["x.ckpt"], "--images"),
     "generation_table": (["--judge", "j.ckpt", "--runs", "a:b.ckpt"], "--options"),
@@ -92,3 +93,20 @@ def test_bn_statistics_plots_its_rows(tmp_path) -> None:
     ]
     path = script("bn_statistics").plot(rows, tmp_path / "bn" / "plot.png")
     assert path == tmp_path / "bn" / "plot.png" and path.stat().st_size > 1000
+
+
+def test_class_usage_tells_wrong_names_from_unused_classes() -> None:
+    """A network that swaps two classes' names is wrong on them but right after relabelling; one
+    that predicts a single class uses one class whatever the names."""
+    import torch
+
+    usage = script("class_usage").usage
+    labels = torch.arange(4).repeat(25)
+    swapped = labels.clone()
+    swapped[labels == 0], swapped[labels == 1] = 1, 0
+    named = usage(swapped, labels, 4)
+    assert named["error"] == pytest.approx(50.0) and named["relabelled"] == pytest.approx(0.0)
+    assert named["used"] == 4 and named["largest"] == pytest.approx(0.25)
+    single = usage(torch.zeros_like(labels), labels, 4)
+    assert single["used"] == 1 and single["largest"] == 1.0
+    assert single["error"] == pytest.approx(75.0) and single["relabelled"] == pytest.approx(75.0)
