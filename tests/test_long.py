@@ -344,13 +344,21 @@ def test_the_part_n_report_equals_a_hand_computation(tmp_path) -> None:
     })  # fmt: skip
     for seed, (drmm, control) in {1: (0.60, 0.50), 2: (0.55, 0.54)}.items():
         for row, dx in (("normalized", drmm), ("entropy_only", control)):
-            fake_probe(runs(row, 100)[seed], tmp_path, {"layer1": {"class": 0.9, "dx": dx}})
+            lift = 0.3 if row == "normalized" else 0.0  # a1: more dx, less class in both seeds
+            fake_probe(runs(row, 100)[seed], tmp_path, {
+                "layer1": {"class": 0.9, "dx": dx}, "a1": {"class": 0.5 - lift, "dx": dx + lift},
+            })  # fmt: skip
     text = nuisance.nuisance_markdown(tmp_path)
     assert "the class reaches 90% of its best accuracy at layer2" in text
     assert "at the top (layer3): dx 0.30 of best 0.90" in text
     assert "dcn_2: not probed yet" in text
     # dx: seed 1 +0.10, seed 2 +0.01 (within the margin): mean +0.055, not "more"
     assert "| layer1 | +0.000 (same) | +0.055 (same) |" in text
+    assert "| a1 | -0.300 (less) | +0.355 (more) |" in text
+    assert (
+        "In all, of 4 cells, more 1 (a1 dx +0.355), less 1 (a1 class -0.300), same 2. "
+        "The switches alone: of 2 cells, more 1 (a1 dx +0.355), less 1 (a1 class -0.300), same 0."
+    ) in text
     assert "Not probed yet: dcn seed 1, dcn seed 2" in text
 
 

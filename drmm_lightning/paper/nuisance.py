@@ -53,9 +53,9 @@ def score_table(record: dict[str, Any], names: list[str] | None = None) -> list[
 
 def difference(
     treated: dict[int, dict[str, Any]], control: dict[int, dict[str, Any]], name: str, variable: str
-) -> str:
-    """'+0.031 (more)' : the mean over seeds of treated - control, 'more' / 'less' when every
-    seed's difference passes MARGIN in that direction, else 'same'."""
+) -> tuple[float, str]:
+    """The mean over seeds of treated - control, and 'more' / 'less' when every seed's
+    difference passes MARGIN in that direction, else 'same'."""
     seeds = sorted(treated.keys() & control.keys())
     diffs = [
         treated[s]["features"][name][variable] - control[s]["features"][name][variable]
@@ -68,7 +68,24 @@ def difference(
         if all(d < -MARGIN for d in diffs)
         else "same"
     )
-    return f"{sum(diffs) / len(diffs):+.3f} ({verdict})"
+    return sum(diffs) / len(diffs), verdict
+
+
+def tally(cells: dict[tuple[str, str], tuple[float, str]]) -> str:
+    """How many (feature set, variable) cells are more / less / same, naming the first two kinds;
+    then the same count over the switches alone (the feature sets that are not activations)."""
+
+    def count(chosen: dict[tuple[str, str], tuple[float, str]]) -> str:
+        parts = []
+        for verdict in ("more", "less"):
+            named = [f"{n} {v} {d:+.3f}" for (n, v), (d, x) in chosen.items() if x == verdict]
+            parts.append(f"{verdict} {len(named)}" + (f" ({', '.join(named)})" if named else ""))
+        same = sum(x == "same" for _, x in chosen.values())
+        return f"of {len(chosen)} cells, " + ", ".join(parts) + f", same {same}"
+
+    switches = {k: c for k, c in cells.items() if k[0] != "image" and not k[0].startswith("layer")}
+    text = f"In all, {count(cells)}."
+    return text + (f" The switches alone: {count(switches)}." if switches else "")
 
 
 def n1_runs() -> list[Run]:
@@ -143,6 +160,11 @@ def n2_markdown(out: Path) -> list[str]:
         variables = record["variables"]
         for other in (r for r in (CONTROL, "dcn") if r in found):
             seeds = sorted(found[DRMM].keys() & found[other].keys())
+            cells = {
+                (name, v): difference(found[DRMM], found[other], name, v)
+                for name in record["features"]
+                for v in variables
+            }
             lines += [
                 "",
                 f"{DRMM} - {other}, mean over seeds {seeds} (more / less: every seed beyond "
@@ -152,10 +174,12 @@ def n2_markdown(out: Path) -> list[str]:
                 "|---" * (len(variables) + 1) + "|",
                 *[
                     f"| {name} | "
-                    + " | ".join(difference(found[DRMM], found[other], name, v) for v in variables)
+                    + " | ".join(f"{d:+.3f} ({x})" for d, x in (cells[name, v] for v in variables))
                     + " |"
                     for name in record["features"]
                 ],
+                "",
+                tally(cells),
             ]
     return lines
 
