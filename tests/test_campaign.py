@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from drmm_lightning.cli.config import check_types
+from drmm_lightning.cli.train import build_datamodule
 from drmm_lightning.paper import campaign
 from drmm_lightning.paper.campaign import PARTS, paired, row_summary
 
@@ -150,3 +151,26 @@ def test_every_campaign_run_composes_and_passes_the_schemas(overrides, tmp_path)
     assert cfg.precision == "auto" and "csv" in cfg.logger
     if "data=image_folder" in overrides:
         assert cfg.data.path == "cifar10-jpeg" and cfg.data.mean is None
+
+
+# Part 3 sets each Table 1 cell beside the paper's number, not beside another row of its own:
+# its presets keep their own input scaling (the paper's raw pixels, or the normalized path's).
+UNPAIRED_PARTS = ("3",)
+
+
+def test_the_rows_a_part_compares_see_the_same_input_scaling(tmp_path) -> None:
+    """A paired comparison is fair only if every row's images are scaled alike: part N's
+    controls once got raw pixels where the DRMM (render=normalized) got standardised ones."""
+    scaling: dict[str, set] = {}
+    distinct = {
+        (run.part, tuple(o for o in run.train_overrides() if not o.startswith("seed=")))
+        for runs in PARTS.values()
+        for run in runs
+        if run.part not in UNPAIRED_PARTS
+    }
+    for i, (part, overrides) in enumerate(sorted(distinct)):
+        cfg = make_config(tmp_path / str(i), *overrides, "seed=1")
+        transform = build_datamodule(cfg, cfg.regime.name).transform
+        scaling.setdefault(part, set()).add((transform.mean, transform.std))
+    assert {"1", "2", "5", "N", "P", "L1"} <= scaling.keys()
+    assert {part: s for part, s in scaling.items() if len(s) > 1} == {}

@@ -179,7 +179,9 @@ ON_REQUEST = ("LG",)  # parts a plain campaign.py call leaves out: LG needs a le
 REPORTED_IN = {"LG": "L"}  # a part reported (tables and figures) inside another part's report
 
 # Part N (issue 29): the ablation protocol (3 epochs, drmm5_nrm) on data=mnist_nuisance, its
-# inputs standardised by the canvas's own statistics (the protocol's MNIST constants cleared).
+# inputs standardised by the canvas's own statistics for every row (the protocol's MNIST
+# constants cleared, data.standardize=true: without it only render=normalized standardised, and
+# the first control runs saw raw pixels; docs/results.md, part N, "A deviation found").
 # N1, the paper's claim: the CNN (dcn) supervised on all 60K labels with 1, 2 and all nuisances
 # (its all-nuisance run is N2's dcn supervised seed 1). N2, what the rendering keeps: normalized,
 # entropy_only and dcn semi-supervised at N_L = 100, normalized and dcn supervised (entropy_only
@@ -200,6 +202,7 @@ def nuisance_run(
         f"data.nuisances.active=[{active}]",
         "data.mean=null",
         "data.std=null",
+        "data.standardize=true",
         f"data.num_labeled={num_labeled}",
         *(["regime=sup"] if num_labeled == ALL_LABELS else []),
     )
