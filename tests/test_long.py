@@ -342,6 +342,7 @@ def test_the_part_n_report_equals_a_hand_computation(tmp_path) -> None:
         "layer2": {"class": 0.9, "dx": 0.4},
         "layer3": {"class": 0.95, "dx": 0.3},
     })  # fmt: skip
+    (one.job_directory(tmp_path) / "results.json").write_text('{"metrics": {"test/error": 1.5}}')
     for seed, (drmm, control) in {1: (0.60, 0.50), 2: (0.55, 0.54)}.items():
         for row, dx in (("normalized", drmm), ("entropy_only", control)):
             lift = 0.3 if row == "normalized" else 0.0  # a1: more dx, less class in both seeds
@@ -349,7 +350,10 @@ def test_the_part_n_report_equals_a_hand_computation(tmp_path) -> None:
                 "layer1": {"class": 0.9, "dx": dx}, "a1": {"class": 0.5 - lift, "dx": dx + lift},
             })  # fmt: skip
     text = nuisance.nuisance_markdown(tmp_path)
-    assert "the class reaches 90% of its best accuracy at layer2" in text
+    assert (
+        "dcn_1 (dx; test error 1.50%): the class reaches 90% of its best accuracy at layer2" in text
+    )
+    assert "normalized seed 1 (test error unknown):" in text  # no results.json beside its probe
     assert "at the top (layer3): dx 0.30 of best 0.90" in text
     assert "dcn_2: not probed yet" in text
     # dx: seed 1 +0.10, seed 2 +0.01 (within the margin): mean +0.055, not "more"

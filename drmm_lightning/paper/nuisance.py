@@ -10,16 +10,37 @@ from pathlib import Path
 from typing import Any
 
 from ..viz.plots import Series, probe_panels, probe_series
-from .campaign import ALL_LABELS, CONTROL, DRMM, N2_ROWS, NUISANCE_RUNS, Run
+from .campaign import (
+    ALL_LABELS,
+    CONTROL,
+    DRMM,
+    METRIC,
+    N2_ROWS,
+    NUISANCE_RUNS,
+    Run,
+    read_results,
+)
 
 MARGIN = 0.02  # a difference of scores counts when every seed's exceeds it in one direction
 NEAR_BEST = 0.9  # N1: the class is decodable from the first layer reaching 90% of its best
 
 
 def read_probe(run: Run, out: Path) -> dict[str, Any] | None:
-    """The probe.json of a run (None if not probed yet)."""
+    """The probe.json of a run (None if not probed yet), with the run's test error beside it
+    ("test_error", from its results.json; None where that is missing)."""
     path = run.probe_file(out)
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    results = read_results(out, [run]).get(run)
+    record["test_error"] = results["metrics"].get(METRIC) if results else None
+    return record
+
+
+def error_text(record: dict[str, Any]) -> str:
+    """'test error 4.90%' of a probed run, as the report names it."""
+    error = record.get("test_error")
+    return "test error unknown" if error is None else f"test error {error:.2f}%"
 
 
 def activations(record: dict[str, Any]) -> list[str]:
@@ -113,7 +134,8 @@ def n1_markdown(out: Path) -> list[str]:
         )
         lines += [
             "",
-            f"{run.row} ({', '.join(record['variables'][1:])}): the class reaches "
+            f"{run.row} ({', '.join(record['variables'][1:])}; {error_text(record)}): the class "
+            "reaches "
             f"{NEAR_BEST:.0%} of its best accuracy at {first_near_best(record)}; at the top "
             f"({top}): {kept}",
             "",
@@ -153,7 +175,12 @@ def n2_markdown(out: Path) -> list[str]:
             lines += ["", "Not probed yet: " + ", ".join(missing)]
         for row, records in found.items():
             for seed, record in sorted(records.items()):
-                lines += ["", f"{row} seed {seed}:", "", *score_table(record)]
+                lines += [
+                    "",
+                    f"{row} seed {seed} ({error_text(record)}):",
+                    "",
+                    *score_table(record),
+                ]
         if DRMM not in found:
             continue
         record = next(iter(found[DRMM].values()))
