@@ -92,9 +92,9 @@ def difference(
     return sum(diffs) / len(diffs), verdict
 
 
-def tally(cells: dict[tuple[str, str], tuple[float, str]]) -> str:
+def tally(cells: dict[tuple[str, str], tuple[float, str]], activation_names: list[str]) -> str:
     """How many (feature set, variable) cells are more / less / same, naming the first two kinds;
-    then the same count over the switches alone (the feature sets that are not activations)."""
+    then the same count over the switches alone (the feature sets not in `activation_names`)."""
 
     def count(chosen: dict[tuple[str, str], tuple[float, str]]) -> str:
         parts = []
@@ -104,7 +104,7 @@ def tally(cells: dict[tuple[str, str], tuple[float, str]]) -> str:
         same = sum(x == "same" for _, x in chosen.values())
         return f"of {len(chosen)} cells, " + ", ".join(parts) + f", same {same}"
 
-    switches = {k: c for k, c in cells.items() if k[0] != "image" and not k[0].startswith("layer")}
+    switches = {k: c for k, c in cells.items() if k[0] not in activation_names}
     text = f"In all, {count(cells)}."
     return text + (f" The switches alone: {count(switches)}." if switches else "")
 
@@ -206,7 +206,7 @@ def n2_markdown(out: Path) -> list[str]:
                     for name in record["features"]
                 ],
                 "",
-                tally(cells),
+                tally(cells, activations(record)),
             ]
     return lines
 
