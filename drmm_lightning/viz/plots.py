@@ -157,9 +157,13 @@ def plot_decodability(
         ax.grid(True, alpha=0.3)
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
-    # one legend, on the first panel with the most lines (colours are shared across panels)
+    # one legend, from the first panel with the most lines (colours are shared across panels),
+    # outside the last panel's right edge so that it covers no line
     sizes = [len(series) for series in panels.values()]
-    axes.flat[sizes.index(max(sizes))].legend(fontsize=7)
+    handles, names = axes.flat[sizes.index(max(sizes))].get_legend_handles_labels()
+    axes.flat[len(panels) - 1].legend(
+        handles, names, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0)
+    )
     fig.suptitle(title, fontsize=8)
     return _save(fig, path)
 
