@@ -10,7 +10,6 @@
     python scripts/campaign.py curves --part 1 --num-labeled 100 --save docs/img/campaign_curves.png
     python scripts/campaign.py run --part L        # issue 28: the long budgets, resumed
     python scripts/campaign.py report --part L --partial --into docs/results.md  # its tables
-    python scripts/campaign.py keep --part L       # git-add what a later session resumes from
     python scripts/campaign.py run --part LG       # on a lent GPU only: scripts/gpu_long.sh
     python scripts/campaign.py run --part N        # issue 29: nuisance data, each run probed
     python scripts/campaign.py report --part N     # its probes, paired by seed
@@ -20,6 +19,8 @@ Every run is one drmm-train call with a fixed directory,
 outputs/campaign/part<k>/<row>/n<N_L>/s<seed>; a run whose results.json exists is skipped, and
 one that was cut off (a kill, the end of a session) resumes from its newest last.ckpt, so the
 same command finishes an interrupted campaign exactly as an uninterrupted one would have.
+outputs/ is never committed: a cut run resumes where its directory is (copy outputs/campaign to
+carry a campaign to another machine), and the reports regenerate from the runs.
 Every run uses precision=auto (bf16 + channels-last on this project's CPU). Rows, seeds, budgets
 and the collapse threshold are fixed here, before the runs (docs/results.md, "The campaign").
 """
@@ -101,19 +102,6 @@ def checkpoint(run: Run, out: Path) -> Path | None:
         return None
 
 
-def keep(runs: list[Run], out: Path) -> list[Path]:
-    """What a later session needs of `runs` (the checkout is new each session, outputs/ is not
-    kept): every run's results.json and curve.jsonl, and the last.ckpt of each unfinished one."""
-    files = []
-    for run in runs:
-        directory = run.directory(out)
-        files += [*directory.rglob("results.json"), *directory.rglob("curve.jsonl")]
-        files += [*directory.rglob("probe.json"), *directory.rglob("probe.png")]
-        if not done(run, out) and (ckpt := checkpoint(run, out)):
-            files.append(ckpt)
-    return sorted(files)
-
-
 def splice(path: Path, name: str, markdown: str) -> None:
     """Replace what lies between the lines `<!-- name -->` and `<!-- /name -->` of `path`."""
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
@@ -127,7 +115,7 @@ def splice(path: Path, name: str, markdown: str) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("action", choices=("run", "list", "where", "report", "curves", "keep"))
+    parser.add_argument("action", choices=("run", "list", "where", "report", "curves"))
     default = [p for p in sorted(PARTS) if p not in campaign.ON_REQUEST]
     parser.add_argument("--part", nargs="+", choices=sorted(PARTS), default=default)
     parser.add_argument("--out", type=Path, default=OUT, help="campaign directory")
@@ -161,18 +149,6 @@ def main(argv: list[str]) -> int:
     if args.action == "where":  # each run's job directory (scripts/gpu_long.sh reads it)
         for run in runs:
             print(run.job_directory(args.out))
-        return 0
-    if args.action == "keep":  # git add -f (outputs/ is ignored), git rm finished checkpoints
-        files = keep(runs, args.out)
-        subprocess.run(["git", "add", "-f", *map(str, files)], check=True)
-        finished = [
-            str(p) for r in runs if done(r, args.out) for p in r.directory(args.out).rglob("*.ckpt")
-        ]
-        if finished:
-            subprocess.run(
-                ["git", "rm", "-q", "--cached", "--ignore-unmatch", *finished], check=True
-            )
-        print(f"staged {len(files)} files of {len(runs)} runs")
         return 0
     reports = list(dict.fromkeys(campaign.REPORTED_IN.get(p, p) for p in args.part))
     if args.action == "curves" and reports == ["L"]:  # a figure per sub-part, to --save

@@ -258,22 +258,6 @@ def test_where_prints_each_runs_job_directory(tmp_path, capsys) -> None:
     assert printed == [str(run.directory(tmp_path) / "0") for run in PARTS["LG"]]
 
 
-def test_keep_names_what_a_later_session_resumes_from(tmp_path, tiny_part) -> None:
-    """Every run's results.json and curve.jsonl; a checkpoint only for an unfinished run."""
-    finished, unfinished = PARTS["L"][0], PARTS["L"][1]
-    for run in (finished, unfinished):
-        folder = run.directory(tmp_path) / "0"
-        (folder / "checkpoints").mkdir(parents=True)
-        (folder / "checkpoints" / "last.ckpt").write_bytes(b"x")
-        (folder / "curve.jsonl").write_text("{}\n")
-    (finished.directory(tmp_path) / "0" / "results.json").write_text("{}")
-    kept = tiny_part.keep([finished, unfinished], tmp_path)
-    f, u = finished.directory(tmp_path) / "0", unfinished.directory(tmp_path) / "0"
-    assert kept == sorted(
-        [f / "results.json", f / "curve.jsonl", u / "curve.jsonl", u / "checkpoints/last.ckpt"]
-    )
-
-
 def test_last_ckpt_holds_the_final_step_with_a_validation_split(tmp_path, mnist) -> None:
     """Lightning writes save_last only beside a new best checkpoint: without epoch_checkpoint a
     run whose best validation epoch was not its last left last.ckpt behind (and resumed from
@@ -295,15 +279,15 @@ def test_last_ckpt_holds_the_final_step_with_a_validation_split(tmp_path, mnist)
 
 
 def test_a_trained_run_of_part_n_is_probed_not_retrained(tmp_path, tiny_part, monkeypatch) -> None:
-    """Part N (issue 29): a run is done once probed; a trained but unprobed run keeps its
-    checkpoint for a later session and `campaign.py run` only probes it, from its last.ckpt."""
+    """Part N (issue 29): a run is done once probed; a trained but unprobed run is found with its
+    checkpoint and `campaign.py run` only probes it, from its last.ckpt."""
     run = PARTS["N"][0]
     folder = run.directory(tmp_path) / "0"
     (folder / "checkpoints").mkdir(parents=True)
     (folder / "checkpoints" / "last.ckpt").write_bytes(b"x")
     (folder / "results.json").write_text("{}")
     assert run.probe and tiny_part.trained(run, tmp_path) and not tiny_part.done(run, tmp_path)
-    assert folder / "checkpoints" / "last.ckpt" in tiny_part.keep([run], tmp_path)
+    assert tiny_part.checkpoint(run, tmp_path) == folder / "checkpoints" / "last.ckpt"
     calls = []
 
     def fake_run(call, **kwargs):
@@ -318,7 +302,6 @@ def test_a_trained_run_of_part_n_is_probed_not_retrained(tmp_path, tiny_part, mo
     assert [c[2] for c in calls] == ["drmm_lightning.probe"]  # no drmm_lightning.train
     assert f"ckpt_path={folder / 'checkpoints' / 'last.ckpt'}" in calls[0]
     assert tiny_part.done(run, tmp_path)
-    assert folder / "checkpoints" / "last.ckpt" not in tiny_part.keep([run], tmp_path)
 
 
 def fake_probe(run: Run, out: Path, scores: dict[str, dict[str, float]]) -> None:
